@@ -1,0 +1,56 @@
+# Everything needs only Go; tools the targets use are installed into ./bin.
+GO        ?= go
+FUZZTIME  ?= 60s
+SHORTFUZZ ?= 5s
+BIN       := $(CURDIR)/bin
+PKGS      := ./...
+
+# Every fuzz target as package:Target pairs, found from the sources.
+FUZZ_TARGETS = $(shell grep -rl --include='*_test.go' '^func Fuzz' . | while read f; do \
+	d=$$(dirname $$f); for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do echo "$$d:$$t"; done; done)
+
+.PHONY: all build test test-unit fuzz-short fuzz lint bench bench-smoke run clean tools
+
+all: build test
+
+build:
+	$(GO) build ./...
+
+## test: the full suite: race detector, shuffled order, plus a short run of every fuzz target.
+test: test-unit fuzz-short
+
+test-unit:
+	$(GO) test -race -shuffle=on -timeout 15m $(PKGS)
+
+fuzz-short:
+	@for ft in $(FUZZ_TARGETS); do \
+		pkg=$${ft%%:*}; target=$${ft##*:}; \
+		echo "fuzz $$pkg $$target ($(SHORTFUZZ))"; \
+		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(SHORTFUZZ) $$pkg || exit 1; \
+	done
+
+## fuzz: every fuzz target for FUZZTIME each (default 60s).
+fuzz:
+	@$(MAKE) --no-print-directory fuzz-short SHORTFUZZ=$(FUZZTIME)
+
+## lint: gofmt, go vet, and golangci-lint when it can be installed.
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@if GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.6.2 2>/dev/null; then \
+		$(BIN)/golangci-lint run $(PKGS); \
+	else echo "golangci-lint could not be installed; skipped"; fi
+
+## bench: every Go benchmark with allocation counts.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem $(PKGS)
+
+## bench-smoke: every benchmark briefly, so they keep compiling and running.
+bench-smoke:
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=100ms $(PKGS)
+
+run:
+	$(GO) run ./cmd/dflockd
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// options is the server's effective configuration.
+type options struct {
+	Host               string
+	Port               int64
+	DefaultLeaseTTL    int64
+	LeaseSweepInterval int64
+	GCInterval         int64
+	GCMaxIdle          int64
+	MaxLocks           int64
+	MaxConnections     int64
+	MaxWaiters         int64
+	ReadTimeout        int64
+	WriteTimeout       int64
+	ShutdownTimeout    int64
+	TLSCert, TLSKey    string
+	AuthToken          string
+	AuthTokenFile      string
+	AutoRelease        bool
+	Debug              bool
+	EventLoops         int64
+	Tick               time.Duration
+	FenceStateFile     string
+	LogFormat          string
+	Version            bool
+}
+
+// intSpec describes one integer flag: its env variable, default and lower
+// bound.
+type intSpec struct {
+	name, env, usage string
+	def, min         int64
+	max              int64
+	dst              *int64
+}
+
+// parseConfig reads flags, then the environment for flags not given, then
+// defaults. Any bad value is one error naming the flag.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("dflockd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+
+	ints := []intSpec{
+		{"port", "DFLOCKD_PORT", "TCP port (0 picks a free port)", 6388, 0, 65535, &o.Port},
+		{"default-lease-ttl", "DFLOCKD_DEFAULT_LEASE_TTL_S", "lease in seconds when a request gives none", 33, 1, 3_155_760_000, &o.DefaultLeaseTTL},
+		{"lease-sweep-interval", "DFLOCKD_LEASE_SWEEP_INTERVAL_S", "accepted for compatibility; expiry here is tick-precise", 1, 1, math.MaxInt32, &o.LeaseSweepInterval},
+		{"gc-interval", "DFLOCKD_GC_LOOP_SLEEP", "seconds between idle-key pruning passes", 5, 1, math.MaxInt32, &o.GCInterval},
+		{"gc-max-idle", "DFLOCKD_GC_MAX_UNUSED_TIME", "seconds an idle key is kept", 60, 0, math.MaxInt32, &o.GCMaxIdle},
+		{"max-locks", "DFLOCKD_MAX_LOCKS", "maximum keys tracked, locks and semaphores together (0 = unlimited)", 1024, 0, math.MaxInt64, &o.MaxLocks},
+		{"max-connections", "DFLOCKD_MAX_CONNECTIONS", "maximum open connections (0 = limited only by open files)", 0, 0, math.MaxInt64, &o.MaxConnections},
+		{"max-waiters", "DFLOCKD_MAX_WAITERS", "maximum queued waiters per key (0 = unlimited)", 0, 0, math.MaxInt64, &o.MaxWaiters},
+		{"read-timeout", "DFLOCKD_READ_TIMEOUT_S", "seconds allowed for each request line while not blocked (0 = none)", 23, 0, math.MaxInt32, &o.ReadTimeout},
+		{"write-timeout", "DFLOCKD_WRITE_TIMEOUT_S", "seconds a client may leave replies unread before it is dropped", 5, 1, math.MaxInt32, &o.WriteTimeout},
+		{"shutdown-timeout", "DFLOCKD_SHUTDOWN_TIMEOUT_S", "seconds to let blocked requests finish on SIGTERM (0 = forever)", 30, 0, math.MaxInt32, &o.ShutdownTimeout},
+		{"event-loops", "DFLOCKD_EVENT_LOOPS", "gnet event loops (0 = GOMAXPROCS)", 0, 0, 1024, &o.EventLoops},
+	}
+	for _, s := range ints {
+		fs.Int64(s.name, s.def, s.usage+" ["+s.env+"]")
+	}
+	strs := []struct {
+		name, env, def, usage string
+		dst                   *string
+	}{
+		{"host", "DFLOCKD_HOST", "127.0.0.1", "address to listen on", &o.Host},
+		{"tls-cert", "DFLOCKD_TLS_CERT", "", "TLS certificate file (with --tls-key)", &o.TLSCert},
+		{"tls-key", "DFLOCKD_TLS_KEY", "", "TLS key file (with --tls-cert)", &o.TLSKey},
+		{"auth-token", "DFLOCKD_AUTH_TOKEN", "", "shared secret every connection must present first", &o.AuthToken},
+		{"auth-token-file", "DFLOCKD_AUTH_TOKEN_FILE", "", "file holding the shared secret (one line)", &o.AuthTokenFile},
+		{"fence-state-file", "DFLOCKD_FENCE_STATE_FILE", "", "file persisting the fence ceiling across restarts", &o.FenceStateFile},
+		{"log-format", "DFLOCKD_LOG_FORMAT", "console", "log format: console or json", &o.LogFormat},
+		{"tick", "DFLOCKD_TICK", "10ms", "timer resolution for timeouts and leases (1ms..1s)", nil},
+	}
+	for _, s := range strs {
+		fs.String(s.name, s.def, s.usage+" ["+s.env+"]")
+	}
+	fs.Bool("auto-release-on-disconnect", true, "release a connection's locks when it closes [DFLOCKD_AUTO_RELEASE_ON_DISCONNECT]")
+	fs.Bool("no-auto-release-on-disconnect", false, "same as --auto-release-on-disconnect=false")
+	fs.Bool("debug", false, "debug logging [DFLOCKD_DEBUG]")
+	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+
+	// value returns the flag's text if given, else the env's, else "".
+	value := func(name, env string) (text, source string) {
+		if given[name] {
+			return fs.Lookup(name).Value.String(), "--" + name
+		}
+		if v := getenv(env); v != "" {
+			return v, env + " (--" + name + ")"
+		}
+		return "", ""
+	}
+	for _, s := range ints {
+		*s.dst = s.def
+		text, src := value(s.name, s.env)
+		if src == "" {
+			continue
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(text), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("invalid %s: %q is not a whole number", src, text)
+		}
+		if v < s.min || v > s.max {
+			return nil, fmt.Errorf("invalid %s: %d is out of range [%d, %d]", src, v, s.min, s.max)
+		}
+		*s.dst = v
+	}
+	for _, s := range strs {
+		text, src := value(s.name, s.env)
+		if src == "" {
+			text = s.def
+		}
+		if s.dst != nil {
+			*s.dst = text
+			continue
+		}
+		d, err := time.ParseDuration(text)
+		if err != nil || d < time.Millisecond || d > time.Second {
+			return nil, fmt.Errorf("invalid --tick: %q must be a duration between 1ms and 1s", text)
+		}
+		o.Tick = d
+	}
+	var err error
+	if o.AutoRelease, err = boolValue(fs, given, getenv, "auto-release-on-disconnect", "DFLOCKD_AUTO_RELEASE_ON_DISCONNECT", true); err != nil {
+		return nil, err
+	}
+	if given["no-auto-release-on-disconnect"] && fs.Lookup("no-auto-release-on-disconnect").Value.String() == "true" {
+		if given["auto-release-on-disconnect"] && o.AutoRelease {
+			return nil, errors.New("invalid --no-auto-release-on-disconnect: contradicts --auto-release-on-disconnect")
+		}
+		o.AutoRelease = false
+	}
+	if o.Debug, err = boolValue(fs, given, getenv, "debug", "DFLOCKD_DEBUG", false); err != nil {
+		return nil, err
+	}
+	return o, o.validate()
+}
+
+func boolValue(fs *flag.FlagSet, given map[string]bool, getenv func(string) string, name, env string, def bool) (bool, error) {
+	if given[name] {
+		return fs.Lookup(name).Value.String() == "true", nil
+	}
+	switch strings.ToLower(strings.TrimSpace(getenv(env))) {
+	case "":
+		return def, nil
+	case "1", "yes", "true", "on":
+		return true, nil
+	case "0", "no", "false", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("invalid %s (--%s): %q is not one of 1/yes/true or 0/no/false", env, name, getenv(env))
+}
+
+func (o *options) validate() error {
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		if o.TLSCert == "" {
+			return errors.New("invalid --tls-key: --tls-cert is required with it")
+		}
+		return errors.New("invalid --tls-cert: --tls-key is required with it")
+	}
+	if o.AuthToken != "" && o.AuthTokenFile != "" {
+		return errors.New("invalid --auth-token-file: give either --auth-token or --auth-token-file, not both")
+	}
+	if o.AuthTokenFile != "" {
+		b, err := os.ReadFile(o.AuthTokenFile)
+		if err != nil {
+			return fmt.Errorf("invalid --auth-token-file: %v", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		o.AuthToken = strings.TrimSpace(line)
+		if o.AuthToken == "" {
+			return fmt.Errorf("invalid --auth-token-file: %s holds no token", o.AuthTokenFile)
+		}
+	}
+	o.AuthToken = strings.TrimSpace(o.AuthToken)
+	switch o.LogFormat {
+	case "console", "json":
+	default:
+		return fmt.Errorf("invalid --log-format: %q (want console or json)", o.LogFormat)
+	}
+	return nil
+}

@@ -1,0 +1,207 @@
+// Command dflockd is the lock server: a wire-compatible replacement for
+// dflockd built on gnet event loops. It only wires flags, logging, signals
+// and the fence state to the reactor and lockcore packages.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/lockreactor/dflockd/lockcore"
+	"github.com/lockreactor/dflockd/reactor"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil))
+}
+
+// run is main without the process: ready (if not nil) receives the bound
+// address once the server accepts connections.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
+	o, err := parseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "dflockd:", err)
+		return 2
+	}
+	if o.Version {
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	}
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "dflockd:", err)
+		return 2
+	}
+	defer func() { _ = log.Sync() }()
+
+	nofile := raiseNoFile()
+
+	var tlsCfg *tls.Config
+	if o.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+		if err != nil {
+			fmt.Fprintf(stderr, "dflockd: invalid --tls-cert/--tls-key: %v\n", err)
+			return 2
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	fence, err := newFenceState(o.FenceStateFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "dflockd: invalid --fence-state-file: %v\n", err)
+		return 2
+	}
+
+	table := lockcore.New(lockcore.Config{
+		MaxLocks:     o.MaxLocks,
+		MaxWaiters:   o.MaxWaiters,
+		DefaultLease: o.DefaultLeaseTTL,
+		AutoRelease:  o.AutoRelease,
+		Tick:         o.Tick,
+		GCInterval:   time.Duration(o.GCInterval) * time.Second,
+		GCMaxIdle:    max(time.Duration(o.GCMaxIdle)*time.Second, time.Nanosecond),
+		FenceStart:   fence.start(),
+	})
+	table.Start()
+	defer table.Stop()
+
+	addr := net.JoinHostPort(o.Host, strconv.FormatInt(o.Port, 10))
+	srv, err := reactor.New(reactor.Config{
+		Addr:           addr,
+		Loops:          int(o.EventLoops),
+		MaxConnections: int(o.MaxConnections),
+		ReadTimeout:    time.Duration(o.ReadTimeout) * time.Second,
+		WriteTimeout:   time.Duration(o.WriteTimeout) * time.Second,
+		AuthToken:      o.AuthToken,
+		TLS:            tlsCfg,
+		Tick:           o.Tick,
+		Logger:         log,
+	}, table)
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	stopFence := fence.persistLoop(table, log)
+	defer stopFence()
+
+	log.Info("dflockd listening",
+		zap.Stringer("addr", srv.Addr()),
+		zap.String("version", versionString()),
+		zap.Bool("tls", tlsCfg != nil),
+		zap.Bool("auth", o.AuthToken != ""),
+		zap.Int64("default_lease_ttl_s", o.DefaultLeaseTTL),
+		zap.Int64("max_locks", o.MaxLocks),
+		zap.Int64("max_waiters", o.MaxWaiters),
+		zap.Int64("max_connections", o.MaxConnections),
+		zap.Int64("connection_cap", srv.ConnCap()),
+		zap.Uint64("open_files_limit", nofile),
+		zap.Int64("read_timeout_s", o.ReadTimeout),
+		zap.Int64("write_timeout_s", o.WriteTimeout),
+		zap.Int64("shutdown_timeout_s", o.ShutdownTimeout),
+		zap.Int64("gc_interval_s", o.GCInterval),
+		zap.Int64("gc_max_idle_s", o.GCMaxIdle),
+		zap.Bool("auto_release_on_disconnect", o.AutoRelease),
+		zap.Duration("tick", o.Tick),
+		zap.Int64("event_loops", o.EventLoops),
+		zap.String("fence_state_file", o.FenceStateFile),
+	)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	if ready != nil {
+		ready <- srv.Addr()
+	}
+
+	select {
+	case err := <-served:
+		// Serve returns only after Shutdown/Close, which nobody called.
+		log.Error("server stopped unexpectedly", zap.Error(err))
+		srv.Close()
+		return 1
+	case sig := <-sigs:
+		log.Info("draining", zap.Stringer("signal", sig), zap.Int64("shutdown_timeout_s", o.ShutdownTimeout))
+	}
+	ctx := context.Background()
+	if o.ShutdownTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(o.ShutdownTimeout)*time.Second)
+		defer cancel()
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown timeout: blocked requests cut off", zap.Error(err))
+	}
+	<-served
+	log.Info("stopped")
+	return 0
+}
+
+func newLogger(o *options, stderr io.Writer) (*zap.Logger, error) {
+	level := zapcore.InfoLevel
+	if o.Debug {
+		level = zapcore.DebugLevel
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if o.LogFormat == "json" {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	} else {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	}
+	core := zapcore.NewCore(enc, zapcore.AddSync(stderr), level)
+	return zap.New(core), nil
+}
+
+// raiseNoFile lifts the open-file soft limit to the hard limit, so the
+// server can hold as many connections as the system allows.
+func raiseNoFile() uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	}
+	return rl.Cur
+}
+
+func versionString() string {
+	version, rev := "(devel)", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				rev = s.Value
+			}
+		}
+	}
+	if rev != "" {
+		return "dflockd " + version + " " + rev
+	}
+	return "dflockd " + version
+}

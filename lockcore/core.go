@@ -1,0 +1,679 @@
+package lockcore
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+
+	"github.com/lockreactor/dflockd/codec"
+	"github.com/lockreactor/dflockd/lockcore/wheel"
+)
+
+// Namespace separates exclusive locks from semaphores: a lock "foo" and a
+// semaphore "foo" are different resources.
+type Namespace uint8
+
+// The two namespaces.
+const (
+	Locks Namespace = iota
+	Semaphores
+)
+
+// Result is the answer to one request.
+type Result struct {
+	// Code is the reply status; CodeInvalid when Parked.
+	Code codec.Code
+	// Token and Lease are set for grants (ok/acquired) and Lease for
+	// renewals.
+	Token codec.Token
+	Lease int64
+	// Parked means no answer yet: the request waits in its key's queue and
+	// its result will be passed to the Continuation exactly once.
+	Parked bool
+}
+
+// Continuation receives the result of a parked request. Complete is called
+// exactly once per parked request, by whichever goroutine resolved it (a
+// releaser, the timer driver, a closing connection), never while a shard
+// lock is held. It is not called for requests dropped by CloseOwner.
+type Continuation interface {
+	Complete(Result)
+}
+
+// Owner identifies a connection (or any other party) that holds and waits
+// for locks. Its holdings and waiters are reachable from it, so closing it
+// costs O(what it holds). The zero Owner is not valid: use NewOwner.
+type Owner struct {
+	id uint64
+	// touched has bit (shard index mod 64) set once the owner has linked a
+	// node into that shard, so CloseOwner visits only those shards.
+	touched atomic.Uint64
+}
+
+// NewOwner returns an owner with the given id (reported as owner_conn_id in
+// stats).
+func NewOwner(id uint64) *Owner { return &Owner{id: id} }
+
+// ID returns the owner's id.
+func (o *Owner) ID() uint64 { return o.id }
+
+// Init initialises an Owner embedded in a caller's struct.
+func (o *Owner) Init(id uint64) { o.id = id; o.touched.Store(0) }
+
+// Node states.
+const (
+	stFree    uint8 = iota
+	stWaiting       // in key.waiters
+	stHolding       // in key.holders
+	stExpired       // two-phase grant that expired before w: owner list only
+)
+
+// node is a waiter, a holder, or a two-phase tombstone: one intrusive node
+// that moves between states without reallocation. It is linked into its
+// key's queue (kprev/knext), its owner's list in this shard (oprev/onext)
+// and, while waiting with a timeout or holding, a wheel slot.
+type node struct {
+	timer        wheel.Timer
+	key          *key
+	owner        *Owner // nil once a holder outlives its closed owner
+	ownerID      uint64
+	kprev, knext *node
+	oprev, onext *node
+	cont         Continuation // set while a request is parked on the node
+	token        codec.Token
+	lease        int64 // seconds
+	expires      int64 // lease deadline (ns) while holding
+	state        uint8
+	twoPhase     bool // created by e and not yet consumed by a successful w
+}
+
+// queue is an intrusive FIFO of nodes through kprev/knext.
+type queue struct {
+	head, tail *node
+	n          int64
+}
+
+func (q *queue) pushBack(n *node) {
+	n.kprev, n.knext = q.tail, nil
+	if q.tail != nil {
+		q.tail.knext = n
+	} else {
+		q.head = n
+	}
+	q.tail = n
+	q.n++
+}
+
+func (q *queue) remove(n *node) {
+	if n.kprev != nil {
+		n.kprev.knext = n.knext
+	} else {
+		q.head = n.knext
+	}
+	if n.knext != nil {
+		n.knext.kprev = n.kprev
+	} else {
+		q.tail = n.kprev
+	}
+	n.kprev, n.knext = nil, nil
+	q.n--
+}
+
+// key is one lock or semaphore.
+type key struct {
+	name    string
+	ns      Namespace
+	limit   int64
+	holders queue
+	waiters queue
+	// tombs counts two-phase tombstones that still name this key; they pin
+	// it so that a later w can answer error_lease_expired.
+	tombs int64
+	// idle list (ordered by idleSince) while the key has no holder, waiter
+	// or tombstone.
+	idleSince          int64
+	idlePrev, idleNext *key
+	inIdle             bool
+}
+
+func (k *key) idle() bool { return k.holders.n == 0 && k.waiters.n == 0 && k.tombs == 0 }
+
+// grantable reports whether a newcomer is granted at once: a free slot and
+// nobody queued ahead (strict FIFO).
+func (k *key) grantable() bool { return k.holders.n < k.limit && k.waiters.n == 0 }
+
+// Completion is a parked request's result waiting to be delivered once the
+// shard lock is released.
+type Completion struct {
+	Cont   Continuation
+	Result Result
+}
+
+// limits are the shared settings and global counters of all shards.
+type limits struct {
+	maxLocks     int64 // 0 = unlimited
+	maxWaiters   int64 // 0 = unlimited
+	defaultLease int64 // seconds
+	autoRelease  bool
+	tickNs       int64
+	fence        atomic.Uint64 // last fence issued
+	keys         atomic.Int64  // keys tracked, all shards
+	// kick is called (outside nothing: under a shard lock, cheaply) when a
+	// timer is added whose deadline may be earlier than the driver's sleep.
+	kick func(deadlineTick uint64)
+}
+
+// core is one shard: the complete lock state for the keys that hash to it.
+//
+// A core has a single owner: it has no mutex and must be called by one
+// goroutine at a time (Table holds the shard mutex around every call). It
+// reads no clock and no global random source: now and the salt generator
+// are inputs.
+type core struct {
+	lim    *limits
+	index  int
+	locks  map[string]*key
+	sems   map[string]*key
+	owners map[*Owner]*node // head of each owner's list in this shard
+	wheel  *wheel.Wheel
+	// idle keys, oldest first
+	idleHead, idleTail *key
+	free               *node // free list through knext
+	salt               *rand.ChaCha8
+	out                []Completion // results of parked requests, drained by Table
+	fireNow            int64        // now of the Advance in progress
+	fireFn             func(*wheel.Timer)
+}
+
+func newCore(lim *limits, index int, salt *rand.ChaCha8, nowTick uint64) *core {
+	c := &core{
+		lim:    lim,
+		index:  index,
+		locks:  make(map[string]*key),
+		sems:   make(map[string]*key),
+		owners: make(map[*Owner]*node),
+		wheel:  wheel.New(nowTick),
+		salt:   salt,
+	}
+	c.fireFn = c.fire
+	return c
+}
+
+func (c *core) table(ns Namespace) map[string]*key {
+	if ns == Semaphores {
+		return c.sems
+	}
+	return c.locks
+}
+
+// ---- nodes ----
+
+func (c *core) newNode(k *key, o *Owner) *node {
+	n := c.free
+	if n != nil {
+		c.free = n.knext
+		n.knext = nil
+	} else {
+		n = &node{}
+		n.timer.Owner = n
+	}
+	n.key = k
+	n.owner = o
+	n.ownerID = o.id
+	return n
+}
+
+func (c *core) freeNode(n *node) {
+	self := n.timer.Owner
+	*n = node{}
+	n.timer.Owner = self
+	n.knext = c.free
+	c.free = n
+}
+
+func (c *core) ownerLink(n *node) {
+	o := n.owner
+	head := c.owners[o]
+	if head == nil {
+		o.touched.Or(1 << (uint(c.index) & 63))
+	}
+	n.oprev, n.onext = nil, head
+	if head != nil {
+		head.oprev = n
+	}
+	c.owners[o] = n
+}
+
+func (c *core) ownerUnlink(n *node) {
+	if n.owner == nil {
+		return
+	}
+	if n.oprev != nil {
+		n.oprev.onext = n.onext
+	} else {
+		// Keep the map entry (set to nil rather than deleted) so an owner
+		// that locks and unlocks repeatedly costs no map churn; CloseOwner
+		// deletes it.
+		c.owners[n.owner] = n.onext
+	}
+	if n.onext != nil {
+		n.onext.oprev = n.oprev
+	}
+	n.oprev, n.onext = nil, nil
+}
+
+// twoPhaseNode finds o's pending two-phase node on k: O(o's nodes here).
+func (c *core) twoPhaseNode(o *Owner, k *key) *node {
+	for n := c.owners[o]; n != nil; n = n.onext {
+		if n.key == k && n.twoPhase {
+			return n
+		}
+	}
+	return nil
+}
+
+// ---- timers ----
+
+func (c *core) deadlineTick(ns int64) uint64 {
+	// Round up: a timer never fires before its deadline.
+	return uint64((ns + c.lim.tickNs - 1) / c.lim.tickNs)
+}
+
+func (c *core) setTimer(n *node, deadlineNs int64) {
+	t := c.deadlineTick(deadlineNs)
+	c.wheel.Add(&n.timer, t)
+	if c.lim.kick != nil {
+		c.lim.kick(t)
+	}
+}
+
+func seconds(s int64) int64 { return s * 1_000_000_000 }
+
+// ---- keys ----
+
+// lookup returns an existing key, or nil.
+func (c *core) lookup(ns Namespace, name []byte) *key {
+	return c.table(ns)[string(name)]
+}
+
+// lookupOrCreate returns the key, creating it within the global budget.
+// limit is 1 for locks. A failure is error_limit_mismatch, or
+// error_max_locks when no budget is left even after reclaiming this
+// shard's idle keys (Table then tries the other shards).
+func (c *core) lookupOrCreate(ns Namespace, name []byte, limit int64, now int64) (*key, codec.Code) {
+	if k := c.table(ns)[string(name)]; k != nil {
+		if k.limit != limit {
+			return nil, codec.CodeErrorLimitMismatch
+		}
+		return k, codec.CodeOK
+	}
+	if max := c.lim.maxLocks; max > 0 {
+		for c.lim.keys.Add(1) > max {
+			c.lim.keys.Add(-1)
+			if !c.reclaimOldestIdle() {
+				return nil, codec.CodeErrorMaxLocks
+			}
+		}
+	} else {
+		c.lim.keys.Add(1)
+	}
+	k := &key{name: string(name), ns: ns, limit: limit}
+	c.table(ns)[k.name] = k
+	c.idleAppend(k, now)
+	return k, codec.CodeOK
+}
+
+func (c *core) idleAppend(k *key, now int64) {
+	k.inIdle = true
+	k.idleSince = now
+	k.idlePrev, k.idleNext = c.idleTail, nil
+	if c.idleTail != nil {
+		c.idleTail.idleNext = k
+	} else {
+		c.idleHead = k
+	}
+	c.idleTail = k
+}
+
+func (c *core) idleRemove(k *key) {
+	if k.idlePrev != nil {
+		k.idlePrev.idleNext = k.idleNext
+	} else {
+		c.idleHead = k.idleNext
+	}
+	if k.idleNext != nil {
+		k.idleNext.idlePrev = k.idlePrev
+	} else {
+		c.idleTail = k.idlePrev
+	}
+	k.idlePrev, k.idleNext, k.inIdle = nil, nil, false
+}
+
+// settle keeps the idle list true after an operation on k.
+func (c *core) settle(k *key, now int64) {
+	switch idle := k.idle(); {
+	case idle && !k.inIdle:
+		c.idleAppend(k, now)
+	case !idle && k.inIdle:
+		c.idleRemove(k)
+	}
+}
+
+func (c *core) removeKey(k *key) {
+	c.idleRemove(k)
+	delete(c.table(k.ns), k.name)
+	c.lim.keys.Add(-1)
+}
+
+func (c *core) reclaimOldestIdle() bool {
+	if c.idleHead == nil {
+		return false
+	}
+	c.removeKey(c.idleHead)
+	return true
+}
+
+// gc prunes keys idle for at least maxIdle; returns how many.
+func (c *core) gc(now, maxIdle int64) int {
+	n := 0
+	for k := c.idleHead; k != nil && now-k.idleSince >= maxIdle; k = c.idleHead {
+		c.removeKey(k)
+		n++
+	}
+	return n
+}
+
+// ---- grants ----
+
+func (c *core) leaseOrDefault(lease int64) int64 {
+	if lease <= 0 {
+		return c.lim.defaultLease
+	}
+	return lease
+}
+
+// grant makes n a holder with a fresh token and its lease running from now.
+func (c *core) grant(n *node, now int64) {
+	k := n.key
+	n.state = stHolding
+	k.holders.pushBack(n)
+	n.token = codec.Token{Fence: c.lim.fence.Add(1), Salt: c.salt.Uint64()}
+	c.startLease(n, now)
+}
+
+func (c *core) startLease(n *node, now int64) {
+	n.expires = now + seconds(n.lease)
+	c.setTimer(n, n.expires)
+}
+
+// grantWaiters hands free slots of k to the head of its queue.
+func (c *core) grantWaiters(k *key, now int64) {
+	for k.holders.n < k.limit && k.waiters.head != nil {
+		n := k.waiters.head
+		k.waiters.remove(n)
+		c.wheel.Remove(&n.timer)
+		c.grant(n, now)
+		if n.cont != nil {
+			// A parked l, or a parked w (which consumes the two-phase state).
+			c.out = append(c.out, Completion{Cont: n.cont, Result: Result{Code: codec.CodeOK, Token: n.token, Lease: n.lease}})
+			n.cont = nil
+			n.twoPhase = false
+		}
+	}
+}
+
+// dropHolder removes a holder and hands its slot on.
+func (c *core) dropHolder(n *node, now int64) {
+	k := n.key
+	k.holders.remove(n)
+	c.wheel.Remove(&n.timer)
+	c.ownerUnlink(n)
+	c.freeNode(n)
+	c.grantWaiters(k, now)
+	c.settle(k, now)
+}
+
+// expire evicts a holder whose lease ran out. A two-phase grant not yet
+// collected by w leaves a tombstone so that w answers error_lease_expired.
+func (c *core) expire(n *node, now int64) {
+	k := n.key
+	if !n.twoPhase || n.owner == nil {
+		c.dropHolder(n, now)
+		return
+	}
+	k.holders.remove(n)
+	c.wheel.Remove(&n.timer)
+	n.state = stExpired
+	k.tombs++
+	c.grantWaiters(k, now)
+	c.settle(k, now)
+}
+
+func (c *core) dropTomb(n *node, now int64) {
+	k := n.key
+	k.tombs--
+	c.ownerUnlink(n)
+	c.freeNode(n)
+	c.settle(k, now)
+}
+
+// findHolder returns k's holder with token t, evicting it first (and
+// returning nil) if its lease has run out but its timer has not fired yet:
+// an expired lock is never resurrected.
+func (c *core) findHolder(k *key, t codec.Token, now int64) *node {
+	for n := k.holders.head; n != nil; n = n.knext {
+		if n.token == t {
+			if n.expires <= now {
+				c.expire(n, now)
+				return nil
+			}
+			return n
+		}
+	}
+	return nil
+}
+
+// fire is the wheel callback: a waiter's timeout or a holder's lease end.
+func (c *core) fire(t *wheel.Timer) {
+	n := t.Owner.(*node)
+	now := c.fireNow
+	switch n.state {
+	case stHolding:
+		c.expire(n, now)
+	case stWaiting:
+		k := n.key
+		k.waiters.remove(n)
+		if n.cont != nil {
+			c.out = append(c.out, Completion{Cont: n.cont, Result: Result{Code: codec.CodeTimeout}})
+		}
+		// A timed-out w leaves the queue: its two-phase state ends too.
+		c.ownerUnlink(n)
+		c.freeNode(n)
+		c.settle(k, now)
+	}
+}
+
+// ---- operations ----
+
+// acquire serves l and sl.
+func (c *core) acquire(o *Owner, ns Namespace, name []byte, timeout, limit, lease int64, cont Continuation, now int64) Result {
+	k, code := c.lookupOrCreate(ns, name, limit, now)
+	if k == nil {
+		return Result{Code: code}
+	}
+	lease = c.leaseOrDefault(lease)
+	if k.grantable() {
+		n := c.newNode(k, o)
+		n.lease = lease
+		c.ownerLink(n)
+		c.grant(n, now)
+		c.settle(k, now)
+		return Result{Code: codec.CodeOK, Token: n.token, Lease: lease}
+	}
+	if max := c.lim.maxWaiters; max > 0 && k.waiters.n >= max {
+		return Result{Code: codec.CodeErrorMaxWaiters}
+	}
+	if timeout == 0 {
+		return Result{Code: codec.CodeTimeout}
+	}
+	n := c.newNode(k, o)
+	n.lease = lease
+	n.cont = cont
+	n.state = stWaiting
+	k.waiters.pushBack(n)
+	c.ownerLink(n)
+	c.setTimer(n, now+seconds(timeout))
+	c.settle(k, now)
+	return Result{Parked: true}
+}
+
+// release serves r and sr.
+func (c *core) release(ns Namespace, name []byte, t codec.Token, now int64) codec.Code {
+	k := c.lookup(ns, name)
+	if k == nil {
+		return codec.CodeError
+	}
+	n := c.findHolder(k, t, now)
+	if n == nil {
+		return codec.CodeError
+	}
+	c.dropHolder(n, now)
+	return codec.CodeOK
+}
+
+// renew serves n and sn: the lease restarts from now with the given TTL (or
+// the default).
+func (c *core) renew(ns Namespace, name []byte, t codec.Token, lease, now int64) Result {
+	k := c.lookup(ns, name)
+	if k == nil {
+		return Result{Code: codec.CodeError}
+	}
+	n := c.findHolder(k, t, now)
+	if n == nil {
+		return Result{Code: codec.CodeError}
+	}
+	n.lease = c.leaseOrDefault(lease)
+	c.startLease(n, now)
+	return Result{Code: codec.CodeOK, Lease: n.lease}
+}
+
+// enqueue serves e and se: join the queue and answer at once.
+func (c *core) enqueue(o *Owner, ns Namespace, name []byte, limit, lease, now int64) Result {
+	k, code := c.lookupOrCreate(ns, name, limit, now)
+	if k == nil {
+		return Result{Code: code}
+	}
+	if n := c.twoPhaseNode(o, k); n != nil {
+		if n.state != stExpired {
+			return Result{Code: codec.CodeErrorAlreadyEnqueued}
+		}
+		// A stale expired grant the client never collected: start afresh.
+		c.dropTomb(n, now)
+	}
+	lease = c.leaseOrDefault(lease)
+	if k.grantable() {
+		n := c.newNode(k, o)
+		n.lease = lease
+		n.twoPhase = true
+		c.ownerLink(n)
+		c.grant(n, now)
+		c.settle(k, now)
+		return Result{Code: codec.CodeAcquired, Token: n.token, Lease: lease}
+	}
+	if max := c.lim.maxWaiters; max > 0 && k.waiters.n >= max {
+		c.settle(k, now)
+		return Result{Code: codec.CodeErrorMaxWaiters}
+	}
+	n := c.newNode(k, o)
+	n.lease = lease
+	n.twoPhase = true
+	n.state = stWaiting
+	k.waiters.pushBack(n)
+	c.ownerLink(n)
+	c.settle(k, now)
+	return Result{Code: codec.CodeQueued}
+}
+
+// wait serves w and sw: collect the grant of an earlier e.
+func (c *core) wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Continuation, now int64) Result {
+	k := c.lookup(ns, name)
+	if k == nil {
+		return Result{Code: codec.CodeErrorNotEnqueued}
+	}
+	n := c.twoPhaseNode(o, k)
+	if n == nil {
+		return Result{Code: codec.CodeErrorNotEnqueued}
+	}
+	switch n.state {
+	case stExpired:
+		c.dropTomb(n, now)
+		return Result{Code: codec.CodeErrorLeaseExpired}
+	case stHolding:
+		if n.expires <= now {
+			c.expire(n, now)
+			c.dropTomb(n, now)
+			return Result{Code: codec.CodeErrorLeaseExpired}
+		}
+		n.twoPhase = false
+		c.startLease(n, now)
+		return Result{Code: codec.CodeOK, Token: n.token, Lease: n.lease}
+	}
+	// Still queued.
+	if timeout == 0 {
+		k.waiters.remove(n)
+		c.ownerUnlink(n)
+		c.freeNode(n)
+		c.settle(k, now)
+		return Result{Code: codec.CodeTimeout}
+	}
+	n.cont = cont
+	c.setTimer(n, now+seconds(timeout))
+	return Result{Parked: true}
+}
+
+// closeOwner drops o's waiters and two-phase state in this shard and
+// releases (or, with auto-release off, orphans until lease end) its
+// holdings.
+func (c *core) closeOwner(o *Owner, now int64) {
+	head, ok := c.owners[o]
+	if !ok {
+		return
+	}
+	// Pass 1: waiters and tombstones. Removing a waiter never frees a slot
+	// (a non-empty queue means every slot is taken), so no grants happen
+	// here, and none can go to o's own waiters in pass 2.
+	for n := head; n != nil; {
+		next := n.onext
+		switch n.state {
+		case stWaiting:
+			k := n.key
+			k.waiters.remove(n)
+			c.wheel.Remove(&n.timer)
+			c.ownerUnlink(n)
+			c.freeNode(n)
+			c.settle(k, now)
+		case stExpired:
+			c.dropTomb(n, now)
+		}
+		n = next
+	}
+	// Pass 2: holdings.
+	for n := c.owners[o]; n != nil; {
+		next := n.onext
+		if c.lim.autoRelease {
+			c.dropHolder(n, now)
+		} else {
+			n.oprev, n.onext = nil, nil
+			n.owner = nil
+			n.twoPhase = false
+		}
+		n = next
+	}
+	delete(c.owners, o)
+}
+
+// advance fires every timer due at now (bounded by budget); it reports
+// whether it caught up.
+func (c *core) advance(now int64, budget int) bool {
+	c.fireNow = now
+	return c.wheel.Advance(uint64(now/c.lim.tickNs), budget, c.fireFn)
+}

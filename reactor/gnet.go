@@ -1,0 +1,237 @@
+package reactor
+
+import (
+	"context"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/lockreactor/dflockd/lockcore/wheel"
+)
+
+// gnetHandler adapts gnet callbacks to sessions. Every callback runs on the
+// connection's event loop.
+type gnetHandler struct {
+	gnet.BuiltinEventEngine
+	srv *Server
+}
+
+// gconn is a session served by a gnet event loop.
+type gconn struct {
+	session
+	c     gnet.Conn
+	loop  *loopTimers
+	timer wheel.Timer
+
+	// Write-stall tracking: written counts bytes handed to c.Write; while
+	// replies are pending, drainMark is how many had drained at the last
+	// sign of progress, at stallSince.
+	written    uint64
+	stalled    bool
+	stallSince int64
+	drainMark  uint64
+}
+
+func (g *gconn) wake() { _ = g.c.Wake(nil) }
+
+func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	srv := h.srv
+	g := &gconn{c: c, loop: srv.loopFor(c.EventLoop())}
+	g.timer.Owner = g
+	now := srv.table.Now()
+	g.session.init(srv, g, now)
+	c.SetContext(g)
+	g.arm(now)
+	return nil, gnet.None
+}
+
+func (h *gnetHandler) OnClose(c gnet.Conn, _ error) gnet.Action {
+	g, ok := c.Context().(*gconn)
+	if !ok {
+		return gnet.None
+	}
+	g.loop.wheel.Remove(&g.timer)
+	g.session.close(h.srv.table.Now())
+	return gnet.None
+}
+
+func (h *gnetHandler) OnTraffic(c gnet.Conn) gnet.Action {
+	g := c.Context().(*gconn)
+	now := h.srv.table.Now()
+	if g.closing {
+		discardAll(c)
+		return gnet.None
+	}
+	if !g.unpark(now) || c.OutboundBuffered() >= h.srv.cfg.OutboundHighWater {
+		// Not decoding: parked (replies keep request order) or the client
+		// is not reading its replies. Bound what it may pile up meanwhile.
+		if c.InboundBuffered() > h.srv.cfg.InboundCap {
+			return gnet.Close
+		}
+		return g.flush(now)
+	}
+	if buf, _ := c.Peek(-1); len(buf) > 0 {
+		if n := g.handle(buf, now, h.srv.cfg.OutboundHighWater); n > 0 {
+			_, _ = c.Discard(n)
+		}
+	}
+	return g.flush(now)
+}
+
+// flush writes pending replies (one write per event) and rearms timers.
+func (g *gconn) flush(now int64) gnet.Action {
+	if len(g.out) > 0 {
+		_, _ = g.c.Write(g.out)
+		g.written += uint64(len(g.out))
+		g.out = g.out[:0]
+		if cap(g.out) > 4<<10 {
+			g.out = nil // do not pin a large buffer on an idle connection
+		}
+	}
+	if g.closing && g.closeAt <= now {
+		return gnet.Close
+	}
+	if !g.stalled && g.c.OutboundBuffered() > 0 {
+		g.stalled = true
+		g.stallSince = now
+		g.drainMark = g.written - uint64(g.c.OutboundBuffered())
+	}
+	g.arm(now)
+	return gnet.None
+}
+
+func discardAll(c gnet.Conn) {
+	if n := c.InboundBuffered(); n > 0 {
+		_, _ = c.Discard(n)
+	}
+}
+
+// stallCheck is how often a connection with unsent replies is checked.
+const stallCheck = 50 * time.Millisecond
+
+// arm sets the connection's one timer to the earliest thing it must check:
+// its close time, write progress, or read timeout. The timer is moved only
+// earlier; firing late re-arms (lazy rescheduling keeps the request path
+// free of wheel work).
+func (g *gconn) arm(now int64) {
+	next := int64(-1)
+	switch {
+	case g.closing:
+		next = g.closeAt
+	default:
+		if d := g.readDeadline(); d > 0 {
+			next = d
+		}
+		if g.stalled {
+			if c := now + int64(stallCheck); next < 0 || c < next {
+				next = c
+			}
+		}
+	}
+	w := g.loop.wheel
+	if next < 0 {
+		w.Remove(&g.timer)
+		return
+	}
+	tick := g.loop.tickNs
+	t := uint64((next + tick - 1) / tick)
+	if !g.timer.Pending() || t < g.timer.Deadline() {
+		w.Add(&g.timer, t)
+	}
+}
+
+// onTimer runs on the event loop when the connection's timer fires.
+func (g *gconn) onTimer(now int64) {
+	srv := g.srv
+	if g.closing {
+		if now >= g.closeAt {
+			_ = g.loop.el.Close(g.c)
+			return
+		}
+		g.arm(now)
+		return
+	}
+	if g.stalled {
+		buffered := uint64(g.c.OutboundBuffered())
+		switch drained := g.written - buffered; {
+		case buffered == 0:
+			g.stalled = false
+			// Decoding may have stopped at the high-water mark.
+			if g.c.InboundBuffered() > 0 {
+				g.wake()
+			}
+		case drained > g.drainMark:
+			g.drainMark = drained
+			g.stallSince = now
+		case now-g.stallSince >= int64(srv.cfg.WriteTimeout):
+			_ = g.loop.el.Close(g.c)
+			return
+		}
+	}
+	if d := g.readDeadline(); d > 0 && now >= d {
+		g.readTimedOut(now)
+		if g.flush(now) == gnet.Close {
+			_ = g.loop.el.Close(g.c)
+		}
+		return
+	}
+	g.arm(now)
+}
+
+// loopTimers is one event loop's connection-timer wheel. It is touched only
+// on its loop: by callbacks, and by Run, which the ticker schedules there
+// with EventLoop.Execute.
+type loopTimers struct {
+	srv    *Server
+	el     gnet.EventLoop
+	wheel  *wheel.Wheel
+	tickNs int64
+	fire   func(*wheel.Timer)
+	now    int64
+}
+
+func (s *Server) loopFor(el gnet.EventLoop) *loopTimers {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	lt := s.loops[el]
+	if lt == nil {
+		tick := int64(s.cfg.Tick)
+		lt = &loopTimers{srv: s, el: el, tickNs: tick, wheel: wheel.New(uint64(s.table.Now() / tick))}
+		lt.fire = func(t *wheel.Timer) { t.Owner.(*gconn).onTimer(lt.now) }
+		s.loops[el] = lt
+	}
+	return lt
+}
+
+// Run advances the loop's wheel; it runs on the loop.
+func (lt *loopTimers) Run(context.Context) error {
+	lt.now = lt.srv.table.Now()
+	tick := uint64(lt.now / lt.tickNs)
+	for !lt.wheel.Advance(tick, 1024, lt.fire) {
+	}
+	return nil
+}
+
+// tickLoops schedules every loop's timer work once a tick.
+func (s *Server) tickLoops() {
+	defer s.tickWG.Done()
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	var loops []*loopTimers
+	for {
+		select {
+		case <-s.stopCh:
+			return
+		case <-t.C:
+		}
+		loops = loops[:0]
+		s.loopsMu.Lock()
+		for _, lt := range s.loops {
+			loops = append(loops, lt)
+		}
+		s.loopsMu.Unlock()
+		for _, lt := range loops {
+			_ = lt.el.Execute(context.Background(), lt)
+		}
+	}
+}

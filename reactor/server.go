@@ -1,0 +1,306 @@
+package reactor
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"go.uber.org/zap"
+
+	"github.com/lockreactor/dflockd/lockcore"
+)
+
+// Config configures a Server. Zero durations take the defaults noted.
+type Config struct {
+	// Addr is host:port to listen on (port 0 picks a free port).
+	Addr string
+	// Loops is the number of gnet event loops (default GOMAXPROCS).
+	Loops int
+	// MaxConnections caps open connections (0 = only the open-file cap).
+	// A connection over the cap is accepted and closed without a byte.
+	MaxConnections int
+	// ReadTimeout: while not blocked on a lock, each line of a request must
+	// arrive within this of the previous line or reply (0 = none).
+	ReadTimeout time.Duration
+	// WriteTimeout: a connection whose replies do not drain for this long
+	// is closed (default 5s).
+	WriteTimeout time.Duration
+	// AuthToken, when set, must be presented by each connection's first
+	// request (auth).
+	AuthToken string
+	// AuthFailDelay is the pause before closing a connection that failed
+	// authentication (default 100ms).
+	AuthFailDelay time.Duration
+	// TLS, when set, makes the port speak TLS only (served by crypto/tls).
+	TLS *tls.Config
+	// Tick is the resolution of connection timers (default 10ms).
+	Tick time.Duration
+	// OutboundHighWater: stop decoding a connection's requests while this
+	// many reply bytes are unsent (default 64 KiB).
+	OutboundHighWater int
+	// InboundCap: close a connection that has this many unread bytes while
+	// it is not being decoded (parked or above the high-water mark;
+	// default 64 KiB).
+	InboundCap int
+	// FDReserve is how many file descriptors are kept free below
+	// RLIMIT_NOFILE for everything but client connections (default 64).
+	FDReserve int
+	Logger    *zap.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Loops <= 0 {
+		c.Loops = runtime.GOMAXPROCS(0)
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 5 * time.Second
+	}
+	if c.AuthFailDelay <= 0 {
+		c.AuthFailDelay = 100 * time.Millisecond
+	}
+	if c.Tick <= 0 {
+		c.Tick = 10 * time.Millisecond
+	}
+	if c.OutboundHighWater <= 0 {
+		c.OutboundHighWater = 64 << 10
+	}
+	if c.InboundCap <= 0 {
+		c.InboundCap = 64 << 10
+	}
+	if c.FDReserve <= 0 {
+		c.FDReserve = 64
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Server is a dflockd protocol server over one listening port.
+type Server struct {
+	cfg       Config
+	table     *lockcore.Table
+	log       *zap.Logger
+	authToken []byte
+	ln        net.Listener
+	cli       *gnet.Client
+	connCap   int64
+
+	conns    atomic.Int64 // open connections (all transports)
+	parked   atomic.Int64 // sessions with a parked request
+	nextID   atomic.Uint64
+	draining atomic.Bool
+	refused  atomic.Int64 // connections closed at accept (over a cap)
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loopTimers
+
+	tlsMu    sync.Mutex
+	tlsConns map[*tlsConn]struct{}
+	tlsWG    sync.WaitGroup
+
+	stopOnce  sync.Once
+	stopCh    chan struct{}
+	acceptErr chan error
+	acceptWG  sync.WaitGroup
+	tickWG    sync.WaitGroup
+}
+
+// New binds the listening socket and starts the event loops; call Serve to
+// start accepting. The table is used, not owned: the caller starts and
+// stops its driver.
+func New(cfg Config, table *lockcore.Table) (*Server, error) {
+	cfg.setDefaults()
+	s := &Server{
+		cfg:       cfg,
+		table:     table,
+		log:       cfg.Logger,
+		authToken: []byte(cfg.AuthToken),
+		loops:     make(map[gnet.EventLoop]*loopTimers),
+		tlsConns:  make(map[*tlsConn]struct{}),
+		stopCh:    make(chan struct{}),
+		acceptErr: make(chan error, 1),
+	}
+	s.connCap = fdConnCap(cfg.FDReserve)
+	if cfg.MaxConnections > 0 && int64(cfg.MaxConnections) < s.connCap {
+		s.connCap = int64(cfg.MaxConnections)
+	}
+	lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("reactor: listen %s: %w", cfg.Addr, err)
+	}
+	s.ln = ln
+	if cfg.TLS == nil {
+		cli, err := gnet.NewClient(&gnetHandler{srv: s},
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(cfg.Loops),
+			gnet.WithLogger(s.log.Named("gnet").Sugar()),
+			gnet.WithTCPKeepAlive(30*time.Second),
+		)
+		if err == nil {
+			err = cli.Start()
+		}
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("reactor: start event loops: %w", err)
+		}
+		s.cli = cli
+		s.tickWG.Add(1)
+		go s.tickLoops()
+	}
+	return s, nil
+}
+
+// fdConnCap is how many client connections fit under RLIMIT_NOFILE.
+func fdConnCap(reserve int) int64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<40 {
+		return 1 << 40
+	}
+	return max(int64(rl.Cur)-int64(reserve), 1)
+}
+
+// Addr is the bound listening address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Connections is the number of open connections.
+func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// ConnCap is the effective connection cap (max-connections or the
+// open-file limit less the reserve, whichever is lower).
+func (s *Server) ConnCap() int64 { return s.connCap }
+
+// Serve accepts connections until Shutdown or Close. It returns nil after
+// a shutdown and an error if accepting failed for good.
+func (s *Server) Serve() error {
+	s.acceptWG.Add(1)
+	defer s.acceptWG.Done()
+	spare := openSpare()
+	defer func() {
+		if spare != nil {
+			_ = spare.Close()
+		}
+	}()
+	var backoff time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			select {
+			case <-s.stopCh:
+				return nil
+			default:
+			}
+			if s.draining.Load() {
+				return nil
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors: free the spare, take the pending
+				// connection and close it, so the flood is refused rather
+				// than queued, then re-reserve.
+				s.log.Warn("accept: out of file descriptors; refusing connections", zap.Error(err))
+				if spare != nil {
+					_ = spare.Close()
+					if c2, err2 := s.ln.Accept(); err2 == nil {
+						_ = c2.Close()
+						s.refused.Add(1)
+					}
+					spare = openSpare()
+				}
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("reactor: accept: %w", err)
+		}
+		backoff = 0
+		if s.draining.Load() {
+			_ = c.Close()
+			continue
+		}
+		if s.conns.Add(1) > s.connCap {
+			s.conns.Add(-1)
+			_ = c.Close()
+			s.refused.Add(1)
+			continue
+		}
+		if s.cfg.TLS != nil {
+			s.startTLS(c)
+			continue
+		}
+		if _, err := s.cli.EnrollContext(c, nil); err != nil {
+			// EnrollContext closed c; OnOpen never ran.
+			s.conns.Add(-1)
+			s.log.Warn("enroll connection", zap.Error(err))
+		}
+	}
+}
+
+func isTemporary(err error) bool {
+	return errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EINTR) ||
+		errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+func openSpare() *os.File {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+// Shutdown drains the server: it stops accepting, answers new requests with
+// error_draining, lets parked requests finish until ctx is done (a ctx
+// without deadline waits for them all), then closes every connection. It
+// returns ctx.Err() if parked requests were cut off.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	_ = s.ln.Close()
+	s.acceptWG.Wait()
+	var err error
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.parked.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	s.Close()
+	return err
+}
+
+// Close stops the server at once: no drain.
+func (s *Server) Close() {
+	s.stopOnce.Do(func() {
+		close(s.stopCh)
+		_ = s.ln.Close()
+		s.acceptWG.Wait()
+		if s.cli != nil {
+			s.tickWG.Wait()
+			if err := s.cli.Stop(); err != nil {
+				s.log.Warn("stop event loops", zap.Error(err))
+			}
+		}
+		s.tlsMu.Lock()
+		for t := range s.tlsConns {
+			_ = t.nc.Close()
+		}
+		s.tlsMu.Unlock()
+		s.tlsWG.Wait()
+	})
+}

@@ -1,0 +1,249 @@
+package reactor
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"sync/atomic"
+
+	"github.com/lockreactor/dflockd/codec"
+	"github.com/lockreactor/dflockd/lockcore"
+)
+
+// transport is what a session needs from its connection.
+type transport interface {
+	// wake asks the connection's owner goroutine to run the session again
+	// (a parked result arrived). Called from any goroutine.
+	wake()
+}
+
+// session is one connection's protocol state, independent of transport.
+// Everything except resolved/result is owned by the connection's goroutine
+// (its event loop, or its TLS processor).
+type session struct {
+	owner lockcore.Owner
+	srv   *Server
+	tr    transport
+
+	authed bool
+	parked bool
+	// closing: stop reading; close at closeAt (after flushing out).
+	closing bool
+	closeAt int64
+
+	// resolved publishes result from the goroutine that completed the
+	// parked request to the connection's goroutine.
+	resolved atomic.Bool
+	result   lockcore.Result
+	closed   atomic.Bool
+
+	// lastProgress is when the last complete line or reply happened: the
+	// read timeout counts from it. lines is how many lines of the current
+	// incomplete request have arrived.
+	lastProgress int64
+	lines        int
+
+	out []byte // replies not yet written
+}
+
+func (s *session) init(srv *Server, tr transport, now int64) {
+	s.srv = srv
+	s.tr = tr
+	s.owner.Init(srv.nextID.Add(1))
+	s.authed = srv.cfg.AuthToken == ""
+	s.lastProgress = now
+}
+
+// Complete implements lockcore.Continuation for the session's parked
+// request. It may run on any goroutine.
+func (s *session) Complete(r lockcore.Result) {
+	s.result = r
+	s.resolved.Store(true)
+	if !s.closed.Load() {
+		s.tr.wake()
+	}
+}
+
+// unpark writes a parked request's result once it has arrived. It reports
+// whether the session is (now) free to decode.
+func (s *session) unpark(now int64) bool {
+	if !s.parked {
+		return true
+	}
+	if !s.resolved.Load() {
+		return false
+	}
+	s.resolved.Store(false)
+	s.parked = false
+	s.srv.parked.Add(-1)
+	s.appendResult(s.result)
+	s.lastProgress = now
+	s.lines = 0
+	return true
+}
+
+// handle decodes and runs requests from in until it is used up, a request
+// parks, the session starts closing, or maxOut bytes of replies are
+// pending. It returns the bytes consumed.
+func (s *session) handle(in []byte, now int64, maxOut int) int {
+	off := 0
+	for !s.parked && !s.closing && len(s.out) < maxOut {
+		var req codec.Request
+		n, err := codec.Decode(in[off:], &req)
+		if n == 0 {
+			if err != nil { // an over-long line: the stream is lost
+				s.fail(now)
+				return len(in)
+			}
+			if l := codec.CompleteLines(in[off:]); l > s.lines {
+				s.lines = l
+				s.lastProgress = now
+			}
+			break
+		}
+		off += n
+		s.lines = 0
+		s.lastProgress = now
+		if err != nil {
+			if !s.authed {
+				s.fail(now)
+				return len(in)
+			}
+			s.out = codec.AppendStatus(s.out, codec.CodeError)
+			continue
+		}
+		s.dispatch(&req, now)
+	}
+	return off
+}
+
+// fail answers a request that ends the connection: error_auth (with the
+// anti-brute-force pause) before authentication, error after.
+func (s *session) fail(now int64) {
+	if !s.authed {
+		s.out = codec.AppendStatus(s.out, codec.CodeErrorAuth)
+		s.closing = true
+		s.closeAt = now + int64(s.srv.cfg.AuthFailDelay)
+		return
+	}
+	s.out = codec.AppendStatus(s.out, codec.CodeError)
+	s.closing = true
+	s.closeAt = now
+}
+
+func (s *session) dispatch(req *codec.Request, now int64) {
+	srv := s.srv
+	if !s.authed {
+		if req.Cmd == codec.CmdAuth && subtle.ConstantTimeCompare(req.Arg, srv.authToken) == 1 {
+			s.authed = true
+			s.out = codec.AppendStatus(s.out, codec.CodeOK)
+			return
+		}
+		s.fail(now)
+		return
+	}
+	if srv.draining.Load() {
+		s.out = codec.AppendStatus(s.out, codec.CodeErrorDraining)
+		return
+	}
+	tbl := srv.table
+	ns := lockcore.Locks
+	if req.Cmd.IsSemaphore() {
+		ns = lockcore.Semaphores
+	}
+	var r lockcore.Result
+	switch req.Cmd {
+	case codec.CmdAuth: // a second auth, or auth on a server without a token
+		r.Code = codec.CodeError
+	case codec.CmdPing:
+		r.Code = codec.CodeOK
+	case codec.CmdStats:
+		s.out = codec.AppendStats(s.out, srv.statsJSON(now))
+		return
+	case codec.CmdLock, codec.CmdSemLock:
+		r = tbl.Acquire(&s.owner, ns, req.Key, req.Timeout, req.Limit, req.Lease, s, now)
+	case codec.CmdRelease, codec.CmdSemRelease:
+		r.Code = tbl.Release(ns, req.Key, req.Token, now)
+	case codec.CmdRenew, codec.CmdSemRenew:
+		r = tbl.Renew(ns, req.Key, req.Token, req.Lease, now)
+	case codec.CmdEnqueue, codec.CmdSemEnqueue:
+		r = tbl.Enqueue(&s.owner, ns, req.Key, req.Limit, req.Lease, now)
+	case codec.CmdWait, codec.CmdSemWait:
+		r = tbl.Wait(&s.owner, ns, req.Key, req.Timeout, s, now)
+	}
+	if r.Parked {
+		s.parked = true
+		srv.parked.Add(1)
+		// The result may already be here (granted by another goroutine
+		// between the table call and now); unpark picks it up.
+		s.unpark(now)
+		return
+	}
+	s.appendResult(r)
+}
+
+func (s *session) appendResult(r lockcore.Result) {
+	switch {
+	case (r.Code == codec.CodeOK || r.Code == codec.CodeAcquired) && !r.Token.IsZero():
+		s.out = codec.AppendGrant(s.out, r.Code, r.Token, r.Lease)
+	case r.Code == codec.CodeOK && r.Lease > 0:
+		s.out = codec.AppendRenewed(s.out, r.Lease)
+	default:
+		s.out = codec.AppendStatus(s.out, r.Code)
+	}
+}
+
+// readTimedOut answers a read timeout: error (error_auth before auth) and
+// close at once.
+func (s *session) readTimedOut(now int64) {
+	code := codec.CodeError
+	if !s.authed {
+		code = codec.CodeErrorAuth
+	}
+	s.out = codec.AppendStatus(s.out, code)
+	s.closing = true
+	s.closeAt = now
+}
+
+// readDeadline is when the read timeout fires, or 0 when none applies.
+func (s *session) readDeadline() int64 {
+	if s.parked || s.closing || s.srv.cfg.ReadTimeout <= 0 {
+		return 0
+	}
+	return s.lastProgress + int64(s.srv.cfg.ReadTimeout)
+}
+
+// close releases the session's lock state. Called once, on the
+// connection's goroutine, when the connection is gone.
+func (s *session) close(now int64) {
+	if s.closed.Swap(true) {
+		return
+	}
+	if s.parked {
+		s.srv.parked.Add(-1)
+	}
+	s.srv.table.CloseOwner(&s.owner, now)
+	s.srv.conns.Add(-1)
+}
+
+type statsBody struct {
+	Connections    int64               `json:"connections"`
+	Locks          []lockcore.LockStat `json:"locks"`
+	Semaphores     []lockcore.SemStat  `json:"semaphores"`
+	IdleLocks      []lockcore.IdleStat `json:"idle_locks"`
+	IdleSemaphores []lockcore.IdleStat `json:"idle_semaphores"`
+}
+
+func (srv *Server) statsJSON(now int64) []byte {
+	snap := srv.table.Stats(now)
+	b, err := json.Marshal(statsBody{
+		Connections:    srv.conns.Load(),
+		Locks:          snap.Locks,
+		Semaphores:     snap.Semaphores,
+		IdleLocks:      snap.IdleLocks,
+		IdleSemaphores: snap.IdleSemaphores,
+	})
+	if err != nil { // cannot happen for these types
+		return []byte("{}")
+	}
+	return b
+}

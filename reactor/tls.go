@@ -1,0 +1,176 @@
+package reactor
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// tlsConn is a session served over crypto/tls. TLS cannot run on gnet, so
+// each TLS connection costs two goroutines: a reader that only moves bytes
+// into in, and a processor that owns the session and does all writing.
+// Large TLS fleets should terminate TLS in front of the server.
+type tlsConn struct {
+	session
+	nc *tls.Conn
+
+	mu       sync.Mutex
+	in       []byte
+	eof      bool // the reader stopped (EOF, error, or over the inbound cap)
+	timedOut bool // the reader's deadline passed; it waits on resume
+	kick     chan struct{}
+	resume   chan struct{}
+	done     chan struct{} // closed when the processor returns
+}
+
+func (t *tlsConn) wake() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Server) startTLS(raw net.Conn) {
+	t := &tlsConn{
+		nc:     tls.Server(raw, s.cfg.TLS),
+		kick:   make(chan struct{}, 1),
+		resume: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+	s.tlsMu.Lock()
+	s.tlsConns[t] = struct{}{}
+	s.tlsMu.Unlock()
+	s.tlsWG.Add(1)
+	go t.serve(s)
+}
+
+func (t *tlsConn) serve(s *Server) {
+	defer s.tlsWG.Done()
+	defer func() {
+		_ = t.nc.Close()
+		s.tlsMu.Lock()
+		delete(s.tlsConns, t)
+		s.tlsMu.Unlock()
+	}()
+	now := s.table.Now()
+	t.session.init(s, t, now)
+	defer func() { t.session.close(s.table.Now()) }()
+
+	hsTimeout := s.cfg.ReadTimeout
+	if hsTimeout <= 0 {
+		hsTimeout = 30 * time.Second
+	}
+	_ = t.nc.SetDeadline(time.Now().Add(hsTimeout))
+	if err := t.nc.Handshake(); err != nil {
+		if ce := s.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
+			ce.Write(zap.Error(err), zap.Stringer("remote", t.nc.RemoteAddr()))
+		}
+		return
+	}
+	_ = t.nc.SetDeadline(time.Time{})
+	t.setReadDeadline(now)
+	go t.read(s.cfg.InboundCap)
+	t.process(s)
+	close(t.done)
+}
+
+// read moves bytes from the socket into in until the connection ends.
+func (t *tlsConn) read(inboundCap int) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := t.nc.Read(buf)
+		t.mu.Lock()
+		t.in = append(t.in, buf[:n]...)
+		over := len(t.in) > inboundCap+3*512 // more than any decodable backlog
+		var ne net.Error
+		timeout := err != nil && errors.As(err, &ne) && ne.Timeout()
+		switch {
+		case over || err != nil && !timeout:
+			t.eof = true
+		case timeout:
+			t.timedOut = true
+		}
+		eof := t.eof
+		t.mu.Unlock()
+		t.wake()
+		if eof {
+			return
+		}
+		if timeout {
+			select {
+			case <-t.resume:
+			case <-t.done:
+				return
+			}
+		}
+	}
+}
+
+// process runs the session: on every kick (input, a parked result, a
+// timeout) it decodes what it can and writes the replies.
+func (t *tlsConn) process(s *Server) {
+	for range t.kick {
+		now := s.table.Now()
+		t.mu.Lock()
+		free := t.unpark(now)
+		if free && !t.closing {
+			n := t.handle(t.in, now, s.cfg.OutboundHighWater)
+			t.in = t.in[n:]
+			if len(t.in) == 0 {
+				t.in = nil
+			}
+		}
+		resume := false
+		if t.timedOut {
+			t.timedOut = false
+			resume = true
+			if d := t.readDeadline(); d > 0 && now >= d {
+				t.readTimedOut(now)
+			}
+		}
+		eof := t.eof
+		t.mu.Unlock()
+		if len(t.out) > 0 {
+			_ = t.nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			_, err := t.nc.Write(t.out)
+			t.out = t.out[:0]
+			if err != nil {
+				return
+			}
+		}
+		if t.closing {
+			if d := time.Duration(t.closeAt - now); d > 0 {
+				time.Sleep(d)
+			}
+			return
+		}
+		if eof {
+			return
+		}
+		t.setReadDeadline(now)
+		if resume {
+			t.resume <- struct{}{}
+		}
+		// More decodable input may remain (high-water stop): go again.
+		if !t.parked && len(t.in) > 0 {
+			t.wake()
+		}
+	}
+}
+
+// setReadDeadline applies the session's read timeout to the socket (none
+// while parked).
+func (t *tlsConn) setReadDeadline(now int64) {
+	var dl time.Time
+	if d := t.readDeadline(); d > 0 {
+		dl = time.Now().Add(time.Duration(d - now))
+	}
+	if err := t.nc.SetReadDeadline(dl); err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, net.ErrClosed) {
+		t.srv.log.Debug("set read deadline", zap.Error(err))
+	}
+}
