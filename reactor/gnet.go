@@ -42,6 +42,7 @@ func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	g.session.init(srv, g, now)
 	c.SetContext(g)
 	g.arm(now)
+	srv.logConn("connection opened", g.owner.ID(), c.RemoteAddr())
 	return nil, gnet.None
 }
 
@@ -52,6 +53,7 @@ func (h *gnetHandler) OnClose(c gnet.Conn, _ error) gnet.Action {
 	}
 	g.loop.wheel.Remove(&g.timer)
 	g.session.close(h.srv.table.Now())
+	h.srv.logConn("connection closed", g.owner.ID(), c.RemoteAddr())
 	return gnet.None
 }
 

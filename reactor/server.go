@@ -249,6 +249,13 @@ func (s *Server) Serve() error {
 	}
 }
 
+// logConn logs a connection event at debug level (free when debug is off).
+func (s *Server) logConn(msg string, id uint64, remote net.Addr) {
+	if ce := s.log.Check(zap.DebugLevel, msg); ce != nil {
+		ce.Write(zap.Uint64("conn_id", id), zap.Stringer("remote", remote))
+	}
+}
+
 func isTemporary(err error) bool {
 	return errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EINTR) ||
 		errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)

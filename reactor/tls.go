@@ -73,6 +73,8 @@ func (t *tlsConn) serve(s *Server) {
 		return
 	}
 	_ = t.nc.SetDeadline(time.Time{})
+	s.logConn("tls connection opened", t.owner.ID(), t.nc.RemoteAddr())
+	defer s.logConn("tls connection closed", t.owner.ID(), t.nc.RemoteAddr())
 	t.setReadDeadline(now)
 	go t.read(s.cfg.InboundCap)
 	t.process(s)
