@@ -270,54 +270,58 @@ func parse(cmdLine, key, arg []byte, req *Request) error {
 		return nil
 	}
 
+	// Each field is parsed where it lies: skipSpace finds its start and the
+	// integer or token parser its end (a field ends at a space, a tab or the
+	// end of the line), so no byte is scanned twice.
 	rest := arg
 	for _, kind := range spec.args {
 		if kind == argNone {
 			break
 		}
-		var field []byte
-		field, rest = nextField(rest)
-		if field == nil {
+		if rest = skipSpace(rest); len(rest) == 0 {
 			return ErrArgCount
 		}
 		switch kind {
 		case argTimeout:
-			v, err := parseInt(field)
+			v, r, err := parseIntField(rest)
 			if err != nil {
 				return err
 			}
-			req.Timeout = min(v, MaxSeconds)
+			req.Timeout, rest = min(v, MaxSeconds), r
 		case argLimit:
-			v, err := parseInt(field)
+			v, r, err := parseIntField(rest)
 			if err != nil {
 				return err
 			}
 			if v == 0 {
 				return ErrBadValue
 			}
-			req.Limit = v
+			req.Limit, rest = v, r
 		case argToken:
-			t, ok := ParseToken(field)
+			// The field is a token only if exactly TokenLen bytes long.
+			if len(rest) < TokenLen || len(rest) > TokenLen && !isSpace(rest[TokenLen]) {
+				return ErrBadToken
+			}
+			t, ok := ParseToken(rest[:TokenLen])
 			if !ok {
 				return ErrBadToken
 			}
-			req.Token = t
+			req.Token, rest = t, rest[TokenLen:]
 		}
 	}
 	if spec.lease {
-		var field []byte
-		if field, rest = nextField(rest); field != nil {
-			v, err := parseInt(field)
+		if rest = skipSpace(rest); len(rest) > 0 {
+			v, r, err := parseIntField(rest)
 			if err != nil {
 				return err
 			}
 			if v == 0 {
 				return ErrBadValue
 			}
-			req.Lease = min(v, MaxSeconds)
+			req.Lease, rest = min(v, MaxSeconds), r
 		}
 	}
-	if field, _ := nextField(rest); field != nil {
+	if len(skipSpace(rest)) > 0 {
 		return ErrArgCount
 	}
 	return nil
@@ -338,21 +342,42 @@ func validKey(k []byte) bool {
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' }
 
-// nextField splits the first whitespace-separated field off b. It returns a
-// nil field when none is left.
-func nextField(b []byte) (field, rest []byte) {
+// skipSpace drops leading spaces and tabs.
+func skipSpace(b []byte) []byte {
+	for len(b) > 0 && isSpace(b[0]) {
+		b = b[1:]
+	}
+	return b
+}
+
+// parseIntField parses the integer field at the front of b (non-empty, not
+// starting with a space) as parseInt does, and returns what follows it. A
+// field ends at a space, a tab or the end of b.
+func parseIntField(b []byte) (int64, []byte, error) {
 	i := 0
-	for i < len(b) && isSpace(b[i]) {
-		i++
+	if b[0] == '+' {
+		i = 1
 	}
-	if i == len(b) {
-		return nil, nil
+	start := i
+	var v uint64
+	for ; i < len(b); i++ {
+		c := b[i]
+		d := uint64(c - '0')
+		if d > 9 {
+			if isSpace(c) {
+				break
+			}
+			return 0, nil, ErrBadInteger
+		}
+		if v > (1<<63-1-d)/10 {
+			return 0, nil, ErrBadInteger
+		}
+		v = v*10 + d
 	}
-	j := i
-	for j < len(b) && !isSpace(b[j]) {
-		j++
+	if i == start {
+		return 0, nil, ErrBadInteger
 	}
-	return b[i:j], b[j:]
+	return int64(v), b[i:], nil
 }
 
 // parseInt parses a non-negative decimal with an optional leading '+'. A
