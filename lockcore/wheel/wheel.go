@@ -25,7 +25,9 @@ const (
 // 10 ms). A timer whose deadline is farther away is parked in the farthest
 // slot and re-parked when that slot comes due; it keeps its real deadline
 // and fires exactly at it. It is one slot short of the full top level so that
-// the slot Now is in is never reused for a timer a full turn ahead.
+// the slot Now is in is never reused for a timer a full turn ahead. (So a
+// single Advance spanning k×MaxRange ticks costs up to k extra cascades per
+// parked timer; real clocks never get there.)
 const MaxRange = (numSlots - 1) << topShift
 
 // DefaultTick is the tick length the lock server is designed around.
@@ -128,13 +130,13 @@ func (w *Wheel) Remove(t *Timer) bool {
 // t.Pending() is false and fire may Add or Remove any timer, t included. A
 // timer that fire adds with a deadline at or before now fires later in the
 // same call (subject to budget): a fire that keeps re-adding already-due
-// timers with budget <= 0 never returns.
+// timers with budget <= 0 never returns. fire must not call Advance.
 //
 // budget bounds the work of one call: it is the number of timers the call
 // may touch, where firing a timer costs 1 and moving one from a coarse slot
-// to a finer one (cascading) costs 1; skipping empty slots is free. A timer
-// cascades at most numLevels times, so the work of a call is O(budget +
-// levels × slots touched) however far now is and however many timers are
+// to a finer one (cascading) costs 1. Empty slots are skipped with the
+// bitmaps, and every slot visited holds at least one timer, so a call does
+// O(budget × levels) work however far now is and however many timers are
 // pending. budget <= 0 means no limit.
 //
 // Advance returns true when it is done: Now() is now (or was already later)
@@ -167,11 +169,9 @@ func (w *Wheel) Advance(now uint64, budget int, fire func(*Timer)) (done bool) {
 			return true
 		}
 		// Every tick before start has an empty slot at every level, so
-		// jump straight there. (start < w.now only for a slot a previous
-		// call left half drained; it is resumed without moving time.)
-		if start > w.now {
-			w.now = start
-		}
+		// jump straight there. (start == w.now only for a slot that a
+		// previous call left half drained; it is resumed in place.)
+		w.now = start
 
 		// Drain the slot that has come due: timers whose deadline is now
 		// fire, the rest drop to a finer level relative to the new now.
@@ -302,7 +302,7 @@ func (w *Wheel) unlink(t *Timer) {
 // TickOf returns the tick containing the instant elapsed after the caller's
 // epoch, rounding down: use it for the current tick. Measure elapsed with
 // time.Since(epoch), which uses the monotonic clock. A negative elapsed is
-// tick 0.
+// tick 0; tick must be positive.
 func TickOf(elapsed, tick time.Duration) uint64 {
 	if elapsed <= 0 {
 		return 0
@@ -313,7 +313,7 @@ func TickOf(elapsed, tick time.Duration) uint64 {
 // DeadlineOf returns the first tick that starts at or after the instant
 // elapsed after the caller's epoch, rounding up: use it for deadlines, so
 // that a timer that fires at tick T fires no earlier in real time than asked.
-// A negative elapsed is tick 0.
+// A negative elapsed is tick 0; tick must be positive.
 func DeadlineOf(elapsed, tick time.Duration) uint64 {
 	if elapsed <= 0 {
 		return 0
