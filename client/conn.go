@@ -1,0 +1,480 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lockreactor/dflockd/codec"
+)
+
+// maxReplyLen bounds one reply line (a stats reply grows with the number of
+// keys), so a broken or hostile server cannot make the client buffer
+// without limit.
+const maxReplyLen = 1 << 20
+
+// Conn is one connection to a dflockd server, safe for concurrent use.
+//
+// Requests from any number of goroutines are written in the order they are
+// made and may be pipelined; one reader goroutine matches the replies, which
+// the server sends strictly in request order, to a FIFO of pending calls.
+//
+// A call whose context ends before its reply arrives returns ctx.Err() at
+// once and is abandoned, but the connection stays open: closing it would
+// make the server drop every lock the connection holds. The abandoned
+// reply is consumed by the reader when it comes; if it is a grant, the
+// reader releases it at once, and if it is a "queued" place from Enqueue,
+// the reader leaves the queue (a zero-timeout wait, releasing a grant that
+// raced in). The server answers in order, so a blocked acquire or wait —
+// abandoned or not — holds back the replies to every later request on the
+// connection until it is granted or its server-side timeout ends. The
+// client caps that timeout at the context's deadline (rounded up to a
+// second), but a context cancelled without a deadline cannot shorten it:
+// do not put a long blocking acquire on a connection whose held locks need
+// renewing within that time (Lock and Semaphore use a connection each).
+//
+// Closing a Conn, or losing it, makes the server release everything it
+// held (with auto-release on, the default).
+type Conn struct {
+	nc           net.Conn
+	raw          net.Conn // the TCP connection under nc; closed to break nc at once
+	br           *bufio.Reader
+	long         []byte // reader-only: assembles replies longer than br's buffer
+	heartbeat    time.Duration
+	writeTimeout time.Duration
+
+	mu        sync.Mutex
+	wbuf      []byte // requests not yet written
+	spare     []byte // the buffer being written, reused for the next batch
+	flushing  bool   // a goroutine is writing wbuf; others only append
+	pending   fifo   // calls awaiting replies, in wire order
+	err       error  // why the connection broke; nil while usable
+	lastWrite time.Time
+
+	broken     chan struct{} // closed when err is set
+	readerDone chan struct{}
+	bg         sync.WaitGroup // heartbeat and detached flushers
+}
+
+// Dial connects to a dflockd server at addr (host:port) with
+// DefaultDialTimeout and TCP keep-alive.
+func Dial(addr string) (*Conn, error) {
+	return DialContext(context.Background(), addr)
+}
+
+// DialTLS connects to a dflockd server at addr over TLS (a nil cfg is an
+// empty tls.Config).
+func DialTLS(addr string, cfg *tls.Config) (*Conn, error) {
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	return DialContext(context.Background(), addr, WithTLS(cfg))
+}
+
+// DialContext connects to a dflockd server at addr: TCP, then TLS and auth
+// when the options ask for them. ctx bounds the whole setup; without a
+// deadline DefaultDialTimeout applies.
+func DialContext(ctx context.Context, addr string, opts ...DialOption) (*Conn, error) {
+	var dc dialConfig
+	for _, fn := range opts {
+		fn(&dc)
+	}
+	d := dc.dialer
+	if d == nil {
+		d = &net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: defaultKeepAlive}
+	}
+	var (
+		nc, raw net.Conn
+		err     error
+	)
+	if dc.tls != nil {
+		td := &tls.Dialer{NetDialer: d, Config: dc.tls}
+		nc, err = td.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			raw = nc.(*tls.Conn).NetConn()
+		}
+	} else {
+		nc, err = d.DialContext(ctx, "tcp", addr)
+		raw = nc
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := newConn(nc, raw, dc.heartbeat)
+	if dc.auth != "" {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if _, ok := ctx.Deadline(); !ok && d.Timeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, d.Timeout)
+		}
+		err := c.Auth(actx, dc.auth)
+		cancel()
+		if err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func newConn(nc, raw net.Conn, heartbeat time.Duration) *Conn {
+	c := &Conn{
+		nc:           nc,
+		raw:          raw,
+		br:           bufio.NewReaderSize(nc, 4096),
+		heartbeat:    heartbeat,
+		writeTimeout: DefaultWriteTimeout,
+		lastWrite:    time.Now(),
+		broken:       make(chan struct{}),
+		readerDone:   make(chan struct{}),
+	}
+	go c.readLoop()
+	if heartbeat > 0 {
+		c.bg.Add(1)
+		go c.heartbeatLoop()
+	}
+	return c
+}
+
+// Close closes the connection; the server then releases everything it
+// holds (with auto-release on). Calls in flight fail with ErrClosed. Close
+// waits for the connection's goroutines to exit and is idempotent.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	c.breakLocked(ErrClosed)
+	c.mu.Unlock()
+	<-c.readerDone
+	c.bg.Wait()
+	return nil
+}
+
+// Done returns a channel that is closed when the connection is closed or
+// breaks (read or write failure, the server going away, a malformed reply).
+func (c *Conn) Done() <-chan struct{} { return c.broken }
+
+// Err returns nil while the connection is usable, and afterwards why it is
+// not (an error matching ErrClosed, or ErrServer for a protocol violation).
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// RemoteAddr returns the server's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// ---- calls ----
+
+const (
+	callWaiting   uint32 = iota // the caller waits on done
+	callDone                    // the reply (or err) is in; done signalled
+	callAbandoned               // the caller left; the reader cleans up
+)
+
+// call is one request awaiting its reply. The reader owns it from the
+// moment it is queued until it is completed; a caller that abandons it
+// hands it to the reader for good.
+type call struct {
+	state atomic.Uint32
+	done  chan struct{} // capacity 1; signalled once per use
+	cmd   codec.Command
+	key   string // for cleaning up an abandoned grant
+	flags callFlags
+	reply codec.Reply // Body always nil; see body
+	body  []byte
+	err   error
+}
+
+// callFlags adjust how a reply is handled.
+type callFlags uint8
+
+const (
+	wantBody  callFlags = 1 << iota // keep a copy of the reply's body (stats)
+	keepGrant                       // if abandoned, do not release the grant: the caller holds it already
+)
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+func getCall(cmd codec.Command, key string) *call {
+	cl := callPool.Get().(*call)
+	cl.state.Store(callWaiting)
+	cl.cmd, cl.key = cmd, key
+	return cl
+}
+
+func putCall(cl *call) {
+	cl.key, cl.flags, cl.body, cl.err = "", 0, nil, nil
+	cl.reply = codec.Reply{}
+	callPool.Put(cl)
+}
+
+// fifo is the queue of pending calls: a slice with a moving head, compacted
+// when it would grow, so the steady state allocates nothing.
+type fifo struct {
+	q    []*call
+	head int
+}
+
+func (f *fifo) push(cl *call) {
+	if f.head > 0 && len(f.q) == cap(f.q) {
+		n := copy(f.q, f.q[f.head:])
+		clear(f.q[n:])
+		f.q, f.head = f.q[:n], 0
+	}
+	f.q = append(f.q, cl)
+}
+
+func (f *fifo) pop() *call {
+	if f.head == len(f.q) {
+		return nil
+	}
+	cl := f.q[f.head]
+	f.q[f.head] = nil
+	if f.head++; f.head == len(f.q) {
+		f.q, f.head = f.q[:0], 0
+	}
+	return cl
+}
+
+func (f *fifo) len() int { return len(f.q) - f.head }
+
+// roundTrip sends req and waits for its reply or for ctx. The returned body
+// (stats only) belongs to the caller.
+func (c *Conn) roundTrip(ctx context.Context, req *codec.Request, key string, flags callFlags) (codec.Reply, []byte, error) {
+	if err := ctx.Err(); err != nil {
+		return codec.Reply{}, nil, err
+	}
+	cl := getCall(req.Cmd, key)
+	cl.flags = flags
+	c.mu.Lock()
+	if err := c.err; err != nil {
+		c.mu.Unlock()
+		putCall(cl)
+		return codec.Reply{}, nil, err
+	}
+	if c.enqueueLocked(req, cl) {
+		c.flushLocked()
+	}
+	c.mu.Unlock()
+
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		if cl.state.CompareAndSwap(callWaiting, callAbandoned) {
+			return codec.Reply{}, nil, ctx.Err()
+		}
+		<-cl.done // the reply won the race: use it
+	}
+	r, body, err := cl.reply, cl.body, cl.err
+	putCall(cl)
+	return r, body, err
+}
+
+// enqueueLocked appends req to the write buffer and cl to the FIFO in one
+// critical section, so that wire order and FIFO order agree. It reports
+// whether the caller must flush (no other goroutine is writing).
+func (c *Conn) enqueueLocked(req *codec.Request, cl *call) bool {
+	c.wbuf = codec.AppendRequest(c.wbuf, req)
+	c.pending.push(cl)
+	if c.heartbeat > 0 {
+		c.lastWrite = time.Now()
+	}
+	if c.flushing {
+		return false
+	}
+	c.flushing = true
+	return true
+}
+
+// flushLocked writes the buffer until it stays empty, dropping the mutex
+// around each write so that other callers can append meanwhile: requests
+// made during a write go out together in the next one.
+func (c *Conn) flushLocked() {
+	for len(c.wbuf) > 0 && c.err == nil {
+		buf := c.wbuf
+		c.wbuf = c.spare[:0]
+		c.mu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+		_, err := c.nc.Write(buf)
+		c.mu.Lock()
+		c.spare = buf[:0]
+		if err != nil {
+			c.breakLocked(fmt.Errorf("%w: %w", ErrClosed, err))
+		}
+	}
+	c.flushing = false
+}
+
+// sendDetachedLocked queues a request whose reply nobody waits for (a
+// cleanup release, a heartbeat ping). Called with c.mu held and c.err nil;
+// a flusher goroutine is started when none is running, so the caller never
+// blocks on the socket.
+func (c *Conn) sendDetachedLocked(req *codec.Request, key string) {
+	cl := getCall(req.Cmd, key)
+	cl.state.Store(callAbandoned)
+	if c.enqueueLocked(req, cl) {
+		c.bg.Add(1)
+		go func() {
+			defer c.bg.Done()
+			c.mu.Lock()
+			c.flushLocked()
+			c.mu.Unlock()
+		}()
+	}
+}
+
+// breakLocked marks the connection unusable, closes the socket and fails
+// every pending call with err. Only the first call has any effect.
+func (c *Conn) breakLocked(err error) {
+	if c.err != nil {
+		return
+	}
+	c.err = err
+	close(c.broken)
+	_ = c.raw.Close() // never blocks, unlike a TLS close_notify
+	for cl := c.pending.pop(); cl != nil; cl = c.pending.pop() {
+		cl.err = err
+		if cl.state.CompareAndSwap(callWaiting, callDone) {
+			cl.done <- struct{}{}
+		} else {
+			putCall(cl)
+		}
+	}
+	c.wbuf = c.wbuf[:0]
+}
+
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	c.breakLocked(err)
+	c.mu.Unlock()
+}
+
+// ---- the reader ----
+
+func (c *Conn) readLoop() {
+	defer close(c.readerDone)
+	for {
+		line, err := c.readLine()
+		if err != nil {
+			c.fail(fmt.Errorf("%w: %w", ErrClosed, err))
+			return
+		}
+		var r codec.Reply
+		if !codec.ParseReply(line, &r) {
+			c.fail(fmt.Errorf("%w: %w: malformed reply %.64q", ErrClosed, ErrServer, line))
+			return
+		}
+		c.mu.Lock()
+		cl := c.pending.pop()
+		c.mu.Unlock()
+		if cl == nil {
+			c.fail(fmt.Errorf("%w: %w: reply without a request %.64q", ErrClosed, ErrServer, line))
+			return
+		}
+		if cl.flags&wantBody != 0 && r.Body != nil {
+			cl.body = append([]byte(nil), r.Body...)
+		}
+		r.Body = nil // it aliases the read buffer
+		cl.reply = r
+		if cl.state.CompareAndSwap(callWaiting, callDone) {
+			cl.done <- struct{}{}
+			continue
+		}
+		c.cleanUp(cl)
+		putCall(cl)
+	}
+}
+
+// readLine returns the next reply line without its '\n'. The slice is valid
+// until the next call.
+func (c *Conn) readLine() ([]byte, error) {
+	line, err := c.br.ReadSlice('\n')
+	if err == nil {
+		return line[:len(line)-1], nil
+	}
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, err
+	}
+	c.long = append(c.long[:0], line...)
+	for {
+		line, err = c.br.ReadSlice('\n')
+		if len(c.long)+len(line) > maxReplyLen {
+			return nil, fmt.Errorf("%w: reply longer than %d bytes", ErrServer, maxReplyLen)
+		}
+		c.long = append(c.long, line...)
+		switch {
+		case err == nil:
+			return c.long[:len(c.long)-1], nil
+		case !errors.Is(err, bufio.ErrBufferFull):
+			return nil, err
+		}
+	}
+}
+
+// cleanUp deals with the reply to an abandoned call: a grant is released,
+// a queued place is left. The follow-up requests are abandoned calls too,
+// so a grant that races into the zero-timeout wait is released in turn.
+func (c *Conn) cleanUp(cl *call) {
+	r := &cl.reply
+	var rel, wait codec.Command
+	switch cl.cmd {
+	case codec.CmdLock, codec.CmdEnqueue, codec.CmdWait:
+		rel, wait = codec.CmdRelease, codec.CmdWait
+	case codec.CmdSemLock, codec.CmdSemEnqueue, codec.CmdSemWait:
+		rel, wait = codec.CmdSemRelease, codec.CmdSemWait
+	default:
+		return
+	}
+	var req codec.Request
+	switch {
+	case r.HasToken && (r.Code == codec.CodeOK || r.Code == codec.CodeAcquired):
+		if cl.flags&keepGrant != 0 {
+			return
+		}
+		req = codec.Request{Cmd: rel, Key: []byte(cl.key), Token: r.Token}
+	case r.Code == codec.CodeQueued:
+		req = codec.Request{Cmd: wait, Key: []byte(cl.key)}
+	default:
+		return
+	}
+	c.mu.Lock()
+	if c.err == nil {
+		c.sendDetachedLocked(&req, cl.key)
+	}
+	c.mu.Unlock()
+}
+
+// heartbeatLoop pings when nothing has been sent for the heartbeat interval
+// and no request is outstanding (while one is, the server is busy with it
+// and its read timeout does not run).
+func (c *Conn) heartbeatLoop() {
+	defer c.bg.Done()
+	t := time.NewTimer(c.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.broken:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if c.err != nil {
+			c.mu.Unlock()
+			return
+		}
+		next := c.heartbeat - time.Since(c.lastWrite)
+		if next <= 0 {
+			next = c.heartbeat
+			if c.pending.len() == 0 {
+				c.sendDetachedLocked(&codec.Request{Cmd: codec.CmdPing}, "")
+			}
+		}
+		c.mu.Unlock()
+		t.Reset(next)
+	}
+}

@@ -1,0 +1,417 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// holder is the one implementation under Lock and Semaphore: a lock is a
+// holder in the lock namespace (limit 0 on the wire, one holder at a time),
+// a semaphore slot one with a limit. It owns at most one hold at a time,
+// each on a connection of its own, so a blocked acquire never holds back
+// another hold's renewals and closing the connection is always safe.
+//
+// mu guards cur, last and every hold's mutable fields. Network calls are
+// made without it; Close and Release may run concurrently with an Acquire
+// or Wait in flight, and end it.
+type holder struct {
+	mu   sync.Mutex
+	cur  *hold // connecting, queued or held; nil when idle
+	last *hold // the most recent hold that ended
+}
+
+// spec is a request as configured by a Lock's or Semaphore's exported
+// fields, read at every call and defaulted.
+type spec struct {
+	kind           string // "lock" or "semaphore", for errors
+	key            string
+	limit          int // 0 = lock namespace
+	addr           string
+	acquireTimeout time.Duration
+	leaseTTL       int
+	renewRatio     float64
+	tls            *tls.Config
+	auth           string
+	heartbeat      time.Duration
+	onRenewError   func(error)
+}
+
+func newSpec(kind, key string, limit int, servers []string, shard ShardFunc, acquireTimeout time.Duration,
+	leaseTTL int, ratio float64, tlsCfg *tls.Config, auth string, heartbeat time.Duration, onErr func(error),
+) (spec, error) {
+	if len(servers) == 0 {
+		servers = []string{DefaultServer}
+	}
+	if shard == nil {
+		shard = CRC32Shard
+	}
+	if err := checkResource(key, limit); err != nil {
+		return spec{}, err
+	}
+	i := shard(key, len(servers))
+	if i < 0 || i >= len(servers) {
+		return spec{}, fmt.Errorf("%w: shard function chose server %d of %d for %q", ErrInvalid, i, len(servers), key)
+	}
+	if acquireTimeout <= 0 {
+		acquireTimeout = DefaultAcquireTimeout
+	}
+	if !(ratio > 0 && ratio < 1) {
+		ratio = DefaultRenewRatio
+	}
+	switch {
+	case heartbeat == 0:
+		heartbeat = DefaultHeartbeat
+	case heartbeat < 0:
+		heartbeat = 0
+	}
+	return spec{
+		kind: kind, key: key, limit: limit, addr: servers[i],
+		acquireTimeout: acquireTimeout, leaseTTL: max(leaseTTL, 0), renewRatio: ratio,
+		tls: tlsCfg, auth: auth, heartbeat: heartbeat, onRenewError: onErr,
+	}, nil
+}
+
+func (sp *spec) dial(ctx context.Context) (*Conn, error) {
+	return DialContext(ctx, sp.addr, WithTLS(sp.tls), WithAuth(sp.auth), WithHeartbeat(sp.heartbeat))
+}
+
+type holdState uint8
+
+const (
+	stateConnecting holdState = iota
+	stateQueued               // Enqueue answered "queued"; Wait is next
+	stateHeld                 // granted; the renewer runs
+	stateEnded
+)
+
+// hold is one attempt to hold the resource, from dial to release or loss.
+type hold struct {
+	sp    spec
+	state holdState
+	conn  *Conn
+	grant Grant
+	// expires is the local estimate of the lease's end, the deadline for a
+	// renewal's answer: measured from when the last renewal was sent (no
+	// later than the server's), or for a fresh grant from when it arrived
+	// (later by at most the network delay; the first renewal, at
+	// renewRatio of the lease, corrects it). renewAt is the next renewal.
+	expires, renewAt time.Time
+	stopRenew        context.CancelFunc
+	renewDone        chan struct{}
+	done             chan struct{} // closed when the hold ends
+	err              error         // set when the hold was lost
+	lossReported     bool          // Release has returned err once
+}
+
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// start ends the current hold (as dflockd's client does: acquiring again
+// drops what was held) and dials a connection for a new one.
+func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
+	hd := &hold{sp: sp, done: make(chan struct{})}
+	h.mu.Lock()
+	old := h.cur
+	if old != nil {
+		h.endLocked(old, nil)
+	}
+	h.cur = hd
+	h.mu.Unlock()
+	if old != nil {
+		h.stop(old)
+	}
+	conn, err := sp.dial(ctx)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		h.endLocked(hd, nil)
+		return nil, err
+	}
+	if hd.state == stateEnded { // closed meanwhile
+		_ = conn.Close()
+		return nil, ErrClosed
+	}
+	hd.conn = conn
+	return hd, nil
+}
+
+// acquire runs l/sl on a fresh connection. A server-side timeout is
+// (false, nil), as in dflockd's client.
+func (h *holder) acquire(ctx context.Context, sp spec, timeout time.Duration) (bool, error) {
+	hd, err := h.start(ctx, sp)
+	if err != nil {
+		return false, err
+	}
+	g, err := hd.conn.acquire(ctx, sp.key, sp.limit, timeout, sp.leaseTTL)
+	if err != nil {
+		return false, h.fail(ctx, hd, err)
+	}
+	return h.granted(hd, g)
+}
+
+// enqueue runs e/se on a fresh connection.
+func (h *holder) enqueue(ctx context.Context, sp spec) (string, error) {
+	hd, err := h.start(ctx, sp)
+	if err != nil {
+		return "", err
+	}
+	g, err := hd.conn.enqueue(ctx, sp.key, sp.limit, sp.leaseTTL)
+	if err != nil {
+		if err = h.fail(ctx, hd, err); err == nil {
+			err = ErrTimeout // not a status e answers; keep it an error
+		}
+		return "", err
+	}
+	if g.Held() {
+		if _, err := h.granted(hd, g); err != nil {
+			return "", err
+		}
+		return StatusAcquired, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hd.state == stateEnded {
+		return "", ErrClosed
+	}
+	hd.state = stateQueued
+	return StatusQueued, nil
+}
+
+// wait runs w/sw on the connection of the current hold.
+func (h *holder) wait(ctx context.Context, timeout time.Duration) (bool, error) {
+	h.mu.Lock()
+	hd := h.cur
+	if hd == nil || hd.state != stateQueued && hd.state != stateHeld {
+		h.mu.Unlock()
+		return false, ErrNotQueued
+	}
+	conn, sp := hd.conn, hd.sp
+	var flags callFlags
+	if hd.state == stateHeld {
+		flags = keepGrant
+	}
+	h.mu.Unlock()
+	g, err := conn.wait(ctx, sp.key, sp.limit, timeout, flags)
+	if err != nil {
+		return false, h.fail(ctx, hd, err)
+	}
+	return h.granted(hd, g)
+}
+
+// granted records a grant and starts (or, after a fast-path Enqueue,
+// refreshes) the renewer.
+func (h *holder) granted(hd *hold, g Grant) (bool, error) {
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hd.state == stateEnded { // closed meanwhile; the server releases with the connection
+		return false, ErrClosed
+	}
+	hd.grant = g
+	hd.expires = now.Add(g.Lease)
+	hd.renewAt = now.Add(time.Duration(float64(g.Lease) * hd.sp.renewRatio))
+	if hd.state != stateHeld {
+		hd.state = stateHeld
+		ctx, cancel := context.WithCancel(context.Background())
+		hd.stopRenew, hd.renewDone = cancel, make(chan struct{})
+		go h.renewLoop(ctx, hd)
+	}
+	return true, nil
+}
+
+// fail ends hd after a failed request, closing its connection (which makes
+// the server drop a waiter at once; the connection carries nothing else).
+// It maps a server-side timeout to nil and a context that ended to its
+// error.
+func (h *holder) fail(ctx context.Context, hd *hold, err error) error {
+	h.mu.Lock()
+	h.endLocked(hd, nil)
+	h.mu.Unlock()
+	h.stop(hd)
+	switch {
+	case errors.Is(err, ErrTimeout):
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return err
+}
+
+// release ends the current hold, releasing the grant first.
+func (h *holder) release(ctx context.Context) error {
+	h.mu.Lock()
+	hd := h.cur
+	if hd == nil {
+		defer h.mu.Unlock()
+		if last := h.last; last != nil && last.err != nil && !last.lossReported {
+			last.lossReported = true
+			return last.err
+		}
+		return nil
+	}
+	held := hd.state == stateHeld
+	h.endLocked(hd, nil)
+	conn, g := hd.conn, hd.grant
+	h.mu.Unlock()
+	h.stopRenewer(hd)
+	var err error
+	if held {
+		err = conn.release(ctx, g)
+	}
+	if conn != nil {
+		_ = conn.Close()
+	}
+	return err
+}
+
+// close ends the current hold without releasing: the server releases when
+// the connection closes (or when the lease runs out, with auto-release
+// off).
+func (h *holder) close() error {
+	h.mu.Lock()
+	hd := h.cur
+	if hd != nil {
+		h.endLocked(hd, nil)
+	}
+	h.mu.Unlock()
+	if hd != nil {
+		h.stop(hd)
+	}
+	return nil
+}
+
+// endLocked marks hd ended, with err set if it was lost.
+func (h *holder) endLocked(hd *hold, err error) {
+	if hd.state == stateEnded {
+		return
+	}
+	hd.state, hd.err = stateEnded, err
+	close(hd.done)
+	if h.cur == hd {
+		h.cur = nil
+	}
+	h.last = hd
+}
+
+// stop stops hd's renewer and closes its connection. Never called from
+// the renewer itself.
+func (h *holder) stop(hd *hold) {
+	h.stopRenewer(hd)
+	h.mu.Lock()
+	conn := hd.conn
+	h.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
+}
+
+func (h *holder) stopRenewer(hd *hold) {
+	h.mu.Lock()
+	cancel, done := hd.stopRenew, hd.renewDone
+	h.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// renewLoop renews hd's lease at renewRatio of each lease until stopped.
+// A failed renewal, the connection breaking, or the lease running out
+// before a renewal is answered loses the hold.
+func (h *holder) renewLoop(ctx context.Context, hd *hold) {
+	defer close(hd.renewDone)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	conn, sp := hd.conn, hd.sp
+	for {
+		h.mu.Lock()
+		g, expires, at := hd.grant, hd.expires, hd.renewAt
+		h.mu.Unlock()
+		timer.Reset(time.Until(at))
+		select {
+		case <-ctx.Done():
+			return
+		case <-conn.Done():
+			h.lose(hd, conn.Err())
+			return
+		case <-timer.C:
+		}
+		sent := time.Now()
+		rctx, cancel := context.WithDeadline(ctx, expires)
+		ng, err := conn.renew(rctx, g, sp.leaseTTL)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return // stopped: not a failure
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = errors.New("dflockd: lease ran out before a renewal was answered")
+			}
+			h.lose(hd, err)
+			return
+		}
+		h.mu.Lock()
+		hd.grant = ng
+		hd.expires = sent.Add(ng.Lease)
+		hd.renewAt = sent.Add(time.Duration(float64(ng.Lease) * sp.renewRatio))
+		h.mu.Unlock()
+	}
+}
+
+// lose ends hd as lost, unless it already ended, and reports the cause to
+// OnRenewError. Called from the renewer only.
+func (h *holder) lose(hd *hold, cause error) {
+	err := fmt.Errorf("%w: %s %q: %w", ErrLost, hd.sp.kind, hd.sp.key, cause)
+	h.mu.Lock()
+	if hd.state == stateEnded {
+		h.mu.Unlock()
+		return
+	}
+	h.endLocked(hd, err)
+	h.mu.Unlock()
+	_ = hd.conn.Close()
+	if cb := hd.sp.onRenewError; cb != nil {
+		cb(err)
+	}
+}
+
+// ---- accessors ----
+
+func (h *holder) token() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hd := h.cur; hd != nil && hd.state == stateHeld {
+		return hd.grant.Token
+	}
+	return ""
+}
+
+func (h *holder) grant() (Grant, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hd := h.cur; hd != nil && hd.state == stateHeld {
+		return hd.grant, true
+	}
+	return Grant{}, false
+}
+
+func (h *holder) done() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cur != nil {
+		return h.cur.done
+	}
+	return closedCh
+}
+
+func (h *holder) err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cur == nil && h.last != nil {
+		return h.last.err
+	}
+	return nil
+}
