@@ -54,3 +54,11 @@ run:
 
 clean:
 	rm -rf $(BIN)
+
+## bench-compare: A/B of dflockd against the ceiling server (a no-logic
+## responder) for every loadtest scenario, then one table of ratios; a few
+## minutes. Knobs: BENCH_RUNS, BENCH_DURATION, BENCH_CONNS, BENCH_WAITERS,
+## BENCH_B_BIN (see loadtest/bench-compare.sh).
+.PHONY: bench-compare
+bench-compare:
+	GO=$(GO) bash loadtest/bench-compare.sh

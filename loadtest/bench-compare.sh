@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# bench-compare: dflockd against the ceiling server (a no-logic responder of
+# the same request/response shape), every scenario, A/B-alternated rounds,
+# then one table of ratios. Everything runs on loopback and stops by itself;
+# the two servers are stopped by PID on exit.
+#
+# Environment (defaults in brackets):
+#   GO [go]                 Go command
+#   BENCH_OUT [bin/bench-compare]   where logs, JSON and HTML reports go
+#   BENCH_RUNS [3]          A/B rounds per scenario
+#   BENCH_DURATION [2s]     measured time of the timed scenarios
+#   BENCH_CONNS [19000]     connections of the conns scenario (see below)
+#   BENCH_WAITERS [10000]   waiters of the waiters scenario
+#   BENCH_B_BIN             compare against another server binary taking
+#                           dflockd's --host/--port flags instead of the
+#                           ceiling (e.g. another build of dflockd)
+#
+# Open files: this machine's hard limit is 20,000 per process. Each server
+# raises its soft limit to the hard limit itself, and so does the load
+# generator, so 19,000 connections fit on both sides with room to spare
+# (dflockd keeps 64 descriptors in reserve). The generator binds its
+# connections to 127.0.0.1, 127.0.0.2, … (8,000 per source address here) to
+# show the spread that larger runs need once one address runs out of ports.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+OUT=${BENCH_OUT:-bin/bench-compare}
+RUNS=${BENCH_RUNS:-3}
+DUR=${BENCH_DURATION:-2s}
+CONNS=${BENCH_CONNS:-19000}
+WAITERS=${BENCH_WAITERS:-10000}
+
+mkdir -p "$OUT" bin
+echo "building bin/dflockd and bin/dflockd-loadtest"
+"$GO" build -o bin/dflockd ./cmd/dflockd
+"$GO" build -o bin/dflockd-loadtest ./cmd/dflockd-loadtest
+LT=bin/dflockd-loadtest
+
+# Raise our soft open-file limit so that the children inherit it.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r PA PB < <("$LT" freeport 2 | xargs)
+A=127.0.0.1:$PA
+B=127.0.0.1:$PB
+
+bin/dflockd --host 127.0.0.1 --port "$PA" --shutdown-timeout 1 >"$OUT/dflockd.log" 2>&1 &
+APID=$!
+pids+=("$APID")
+if [[ -n "${BENCH_B_BIN:-}" ]]; then
+	BNAME=$(basename "$BENCH_B_BIN")
+	"$BENCH_B_BIN" --host 127.0.0.1 --port "$PB" >"$OUT/b.log" 2>&1 &
+else
+	BNAME=ceiling
+	"$LT" ceiling --host 127.0.0.1 --port "$PB" >"$OUT/ceiling.log" 2>&1 &
+fi
+BPID=$!
+pids+=("$BPID")
+"$LT" wait --timeout 10s "$A" "$B"
+echo "A = dflockd  $A (pid $APID)    B = $BNAME  $B (pid $BPID)    rounds: $RUNS, order A B A B …"
+echo
+
+files=()
+ab() {
+	local label=$1
+	shift
+	echo "== $label: $*"
+	"$LT" ab --a "$A" --a-name dflockd --a-pid "$APID" --b "$B" --b-name "$BNAME" --b-pid "$BPID" \
+		--runs "$RUNS" --label "$label" --json-file "$OUT/$label.json" --report "$OUT/$label.html" "$@" |
+		tee "$OUT/$label.txt"
+	files+=("$OUT/$label.json")
+	echo
+}
+
+start=$SECONDS
+# conns first, on fresh servers: its RSS-per-connection figure is round 1's
+# growth (later rounds reuse memory the first left behind).
+ab "conns-$CONNS" conns --conns "$CONNS" --per-source 8000 --hold 1s
+ab bench-10 bench --workers 10 --duration "$DUR"
+ab bench-100 bench --workers 100 --duration "$DUR"
+ab bench-1000 bench --workers 1000 --duration "$DUR"
+ab contended contended --workers 10 --duration "$DUR"
+ab pipeline pipeline --connections 4 --depth 16 --duration "$DUR"
+ab rate-5k rate --rate 5000 --connections 4 --duration "$DUR"
+ab "waiters-$WAITERS" waiters --waiters "$WAITERS" --wait-timeout 2 --handoffs 20
+
+echo "== summary (medians over $RUNS rounds; A/B = dflockd / $BNAME; took $((SECONDS - start))s)"
+"$LT" summary "${files[@]}" | tee "$OUT/summary.txt"
+echo
+echo "reports: $OUT/*.html, JSON: $OUT/*.json, server logs: $OUT/*.log"
