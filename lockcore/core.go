@@ -297,24 +297,31 @@ func (c *core) lookup(ns Namespace, name []byte) *key {
 
 // lookupOrCreate returns the key, creating it within the global budget.
 // limit is 1 for locks. A failure is error_limit_mismatch, or
-// error_max_locks when no budget is left even after reclaiming this
-// shard's idle keys (Table then tries the other shards).
-func (c *core) lookupOrCreate(ns Namespace, name []byte, limit int64, now int64) (*key, codec.Code) {
+// error_max_locks when the budget is spent and this shard has no idle key
+// to reclaim (Table then takes one from another shard and calls again with
+// reserved set). reserved means the caller already holds a budget slot for
+// this key, taken over from an idle key of another shard: it is used to
+// create the key, or given back if the key exists.
+func (c *core) lookupOrCreate(ns Namespace, name []byte, limit int64, now int64, reserved bool) (*key, codec.Code) {
 	if k := c.table(ns)[string(name)]; k != nil {
+		if reserved {
+			c.lim.keys.Add(-1)
+		}
 		if k.limit != limit {
 			return nil, codec.CodeErrorLimitMismatch
 		}
 		return k, codec.CodeOK
 	}
-	if max := c.lim.maxLocks; max > 0 {
-		for c.lim.keys.Add(1) > max {
-			c.lim.keys.Add(-1)
-			if !c.reclaimOldestIdle() {
+	if !reserved {
+		if n := c.lim.keys.Add(1); c.lim.maxLocks > 0 && n > c.lim.maxLocks {
+			if c.idleHead == nil {
+				c.lim.keys.Add(-1)
 				return nil, codec.CodeErrorMaxLocks
 			}
+			// Reclaim the oldest idle key: its slot becomes the new key's
+			// (removeKey gives back one, we took one).
+			c.removeKey(c.idleHead)
 		}
-	} else {
-		c.lim.keys.Add(1)
 	}
 	k := &key{name: string(name), ns: ns, limit: limit}
 	c.table(ns)[k.name] = k
@@ -358,17 +365,27 @@ func (c *core) settle(k *key, now int64) {
 	}
 }
 
+// removeKey drops an idle key and gives its budget slot back.
 func (c *core) removeKey(k *key) {
-	c.idleRemove(k)
-	delete(c.table(k.ns), k.name)
+	c.unlinkKey(k)
 	c.lim.keys.Add(-1)
 }
 
-func (c *core) reclaimOldestIdle() bool {
+func (c *core) unlinkKey(k *key) {
+	c.idleRemove(k)
+	delete(c.table(k.ns), k.name)
+}
+
+// takeOldestIdle drops this shard's oldest idle key but keeps its budget
+// slot, reserved for a key another shard is about to create. The slot is
+// handed over directly rather than through the shared counter, where a
+// concurrent creator could take it first and the request would then be
+// refused although it had just freed a slot.
+func (c *core) takeOldestIdle() bool {
 	if c.idleHead == nil {
 		return false
 	}
-	c.removeKey(c.idleHead)
+	c.unlinkKey(c.idleHead)
 	return true
 }
 
@@ -494,9 +511,9 @@ func (c *core) fire(t *wheel.Timer) {
 
 // ---- operations ----
 
-// acquire serves l and sl.
-func (c *core) acquire(o *Owner, ns Namespace, name []byte, timeout, limit, lease int64, cont Continuation, now int64) Result {
-	k, code := c.lookupOrCreate(ns, name, limit, now)
+// acquire serves l and sl. reserved: see lookupOrCreate.
+func (c *core) acquire(o *Owner, ns Namespace, name []byte, timeout, limit, lease int64, cont Continuation, now int64, reserved bool) Result {
+	k, code := c.lookupOrCreate(ns, name, limit, now, reserved)
 	if k == nil {
 		return Result{Code: code}
 	}
@@ -556,13 +573,20 @@ func (c *core) renew(ns Namespace, name []byte, t codec.Token, lease, now int64)
 	return Result{Code: codec.CodeOK, Lease: n.lease}
 }
 
-// enqueue serves e and se: join the queue and answer at once.
-func (c *core) enqueue(o *Owner, ns Namespace, name []byte, limit, lease, now int64) Result {
-	k, code := c.lookupOrCreate(ns, name, limit, now)
+// enqueue serves e and se: join the queue and answer at once. reserved:
+// see lookupOrCreate.
+func (c *core) enqueue(o *Owner, ns Namespace, name []byte, limit, lease, now int64, reserved bool) Result {
+	k, code := c.lookupOrCreate(ns, name, limit, now, reserved)
 	if k == nil {
 		return Result{Code: code}
 	}
 	if n := c.twoPhaseNode(o, k); n != nil {
+		if n.state == stHolding && n.expires <= now {
+			// The grant's lease ran out but its timer has not fired yet:
+			// evict it now (leaving a tombstone, dropped below) rather than
+			// let the answer depend on when the driver last ran.
+			c.expire(n, now)
+		}
 		if n.state != stExpired {
 			return Result{Code: codec.CodeErrorAlreadyEnqueued}
 		}
@@ -618,6 +642,13 @@ func (c *core) wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Con
 		return Result{Code: codec.CodeOK, Token: n.token, Lease: n.lease}
 	}
 	// Still queued.
+	if n.cont != nil {
+		// A w is already parked on this entry. A session never sends
+		// another before that one is answered; refuse it rather than lose
+		// the parked request's completion or free a node whose timer is
+		// still in the wheel.
+		return Result{Code: codec.CodeError}
+	}
 	if timeout == 0 {
 		k.waiters.remove(n)
 		c.ownerUnlink(n)

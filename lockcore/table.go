@@ -169,16 +169,19 @@ func (s *shard) unlockAndDeliver() {
 	}
 }
 
-// reclaimElsewhere frees one idle key in any shard but skip, for a request
-// refused by the max-locks budget. It takes one shard lock at a time.
-func (t *Table) reclaimElsewhere(skip *shard) bool {
+// takeIdleElsewhere drops the oldest idle key of the first other shard (in
+// index order) that has one, for a request refused by the max-locks budget,
+// and keeps that key's budget slot for the request. It takes one shard lock
+// at a time, so an idle key that moves between shards during the scan can
+// be missed.
+func (t *Table) takeIdleElsewhere(skip *shard) bool {
 	for i := range t.shards {
 		s := &t.shards[i]
 		if s == skip {
 			continue
 		}
 		s.mu.Lock()
-		ok := s.c.reclaimOldestIdle()
+		ok := s.c.takeOldestIdle()
 		s.mu.Unlock()
 		if ok {
 			return true
@@ -195,11 +198,11 @@ func (t *Table) Acquire(o *Owner, ns Namespace, name []byte, timeout, limit, lea
 		limit = 1
 	}
 	s := t.shardOf(ns, name)
-	for retry := true; ; retry = false {
+	for reserved := false; ; reserved = true {
 		s.mu.Lock()
-		r := s.c.acquire(o, ns, name, timeout, limit, lease, cont, now)
+		r := s.c.acquire(o, ns, name, timeout, limit, lease, cont, now, reserved)
 		s.unlockAndDeliver()
-		if r.Code != codec.CodeErrorMaxLocks || !retry || !t.reclaimElsewhere(s) {
+		if r.Code != codec.CodeErrorMaxLocks || reserved || !t.takeIdleElsewhere(s) {
 			return r
 		}
 	}
@@ -211,17 +214,19 @@ func (t *Table) Enqueue(o *Owner, ns Namespace, name []byte, limit, lease int64,
 		limit = 1
 	}
 	s := t.shardOf(ns, name)
-	for retry := true; ; retry = false {
+	for reserved := false; ; reserved = true {
 		s.mu.Lock()
-		r := s.c.enqueue(o, ns, name, limit, lease, now)
+		r := s.c.enqueue(o, ns, name, limit, lease, now, reserved)
 		s.unlockAndDeliver()
-		if r.Code != codec.CodeErrorMaxLocks || !retry || !t.reclaimElsewhere(s) {
+		if r.Code != codec.CodeErrorMaxLocks || reserved || !t.takeIdleElsewhere(s) {
 			return r
 		}
 	}
 }
 
-// Wait serves w and sw: the second phase. It may park.
+// Wait serves w and sw: the second phase. It may park. A Wait while an
+// earlier Wait of o on the same key is still parked answers CodeError and
+// leaves the parked one alone (a session never does that).
 func (t *Table) Wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Continuation, now int64) Result {
 	s := t.shardOf(ns, name)
 	s.mu.Lock()
@@ -329,14 +334,13 @@ func (t *Table) Start() {
 }
 
 // Stop ends the driver and waits for it. Safe to call more than once, and
-// without Start.
+// without Start (a later Start then does nothing).
 func (t *Table) Stop() {
 	t.stopOnce.Do(func() { close(t.stopCh) })
-	started := true
-	t.startOnce.Do(func() { started = false })
-	if started {
-		<-t.doneCh
-	}
+	// If the driver never started, no one else will close doneCh: close it
+	// here, so that this and every later Stop returns.
+	t.startOnce.Do(func() { close(t.doneCh) })
+	<-t.doneCh
 }
 
 func (t *Table) drive() {
@@ -353,8 +357,10 @@ func (t *Table) drive() {
 			nextGC = now + int64(t.cfg.GCInterval)
 		}
 		// Publish the planned wake-up before reading the wheels, so an Add
-		// racing with the read either is seen by it or kicks us.
-		wakeTick := uint64(nextGC / tick)
+		// racing with the read either is seen by it or kicks us. Round the
+		// GC time up: waking in the tick before it would find the GC not
+		// yet due and a negative sleep, and spin until it is.
+		wakeTick := uint64((nextGC + tick - 1) / tick)
 		t.sleepUntil.Store(wakeTick)
 		if d := t.nextDeadlineTick(); d < wakeTick {
 			wakeTick = d

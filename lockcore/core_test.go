@@ -1,0 +1,192 @@
+package lockcore
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/lockreactor/dflockd/codec"
+)
+
+// namesInShards returns n key names of namespace ns whose shards are given
+// by want (a shard index per name).
+func namesInShards(t *testing.T, tbl *Table, ns Namespace, want ...int) []string {
+	t.Helper()
+	out := make([]string, len(want))
+	used := map[string]bool{}
+	for i, sh := range want {
+		for j := 0; ; j++ {
+			name := fmt.Sprintf("k%d", j)
+			if !used[name] && tbl.shardIndex(ns, name) == sh {
+				out[i] = name
+				used[name] = true
+				break
+			}
+		}
+	}
+	return out
+}
+
+func TestMaxLocksReclaimsThisShardFirstThenOthers(t *testing.T) {
+	now := int64(0)
+	tbl := fakeTable(Config{Shards: 4, MaxLocks: 3}, &now)
+	o := NewOwner(1)
+	// x0, x1 in shard 1; y0 in shard 2; z in shard 2 (new key).
+	n := namesInShards(t, tbl, Locks, 1, 1, 2, 2, 3)
+	x0, x1, y0, z, w := n[0], n[1], n[2], n[3], n[4]
+	acq := func(name string) codec.Token {
+		t.Helper()
+		r := tbl.Acquire(o, Locks, []byte(name), 0, 1, 0, nil, now)
+		if r.Code != codec.CodeOK {
+			t.Fatalf("acquire %s: %v", name, fmtRes(r))
+		}
+		return r.Token
+	}
+	rel := func(name string, tok codec.Token) {
+		t.Helper()
+		if c := tbl.Release(Locks, []byte(name), tok, now); c != codec.CodeOK {
+			t.Fatalf("release %s: %v", name, c)
+		}
+	}
+	tx0, tx1, ty0 := acq(x0), acq(x1), acq(y0)
+	now = 1 * sec
+	rel(x0, tx0) // shard 1, oldest idle
+	now = 2 * sec
+	rel(x1, tx1) // shard 1
+	now = 3 * sec
+	rel(y0, ty0) // shard 2, youngest idle
+	// z hashes to shard 2: its own shard's idle key y0 goes first, although
+	// x0 is older.
+	acq(z)
+	if tbl.findKey(Locks, y0) != nil || tbl.findKey(Locks, x0) == nil {
+		t.Fatalf("reclaimed the wrong key: %s", tbl.dump())
+	}
+	// w hashes to shard 3, which has no idle key: the oldest of shard 1.
+	acq(w)
+	if tbl.findKey(Locks, x0) != nil || tbl.findKey(Locks, x1) == nil {
+		t.Fatalf("reclaimed the wrong key: %s", tbl.dump())
+	}
+	// Nothing idle any more.
+	if r := tbl.Enqueue(o, Semaphores, []byte(x0), 2, 0, now); r.Code != codec.CodeOK && r.Code != codec.CodeAcquired {
+		t.Fatalf("enqueue after reclaiming x1: %v", fmtRes(r))
+	}
+	if r := tbl.Acquire(o, Locks, []byte("fresh"), 5, 1, 0, nil, now); r.Code != codec.CodeErrorMaxLocks {
+		t.Fatalf("acquire at the cap: %v", fmtRes(r))
+	}
+	if tbl.Keys() != 3 {
+		t.Fatalf("Keys() = %d", tbl.Keys())
+	}
+	mustInvariants(t, tbl)
+}
+
+// A session never sends a second w while one is parked; if a caller does
+// anyway, the parked w must keep its one completion and the wheel must stay
+// intact.
+func TestWaitWhileParked(t *testing.T) {
+	now := int64(0)
+	tbl := fakeTable(Config{Shards: 2}, &now)
+	o1, o2 := NewOwner(1), NewOwner(2)
+	tok := tbl.Acquire(o1, Locks, []byte("a"), 0, 1, 0, nil, now).Token
+	if r := tbl.Enqueue(o2, Locks, []byte("a"), 1, 0, now); r.Code != codec.CodeQueued {
+		t.Fatalf("enqueue: %v", fmtRes(r))
+	}
+	first := &rec{tbl: tbl}
+	if r := tbl.Wait(o2, Locks, []byte("a"), 5, first, now); !r.Parked {
+		t.Fatalf("wait: %v", fmtRes(r))
+	}
+	for _, timeout := range []int64{0, 3} {
+		second := &rec{tbl: tbl}
+		r := tbl.Wait(o2, Locks, []byte("a"), timeout, second, now)
+		if r.Parked || r.Code != codec.CodeError {
+			t.Fatalf("second wait (timeout %d): %v, want error", timeout, fmtRes(r))
+		}
+		mustInvariants(t, tbl)
+	}
+	tbl.Release(Locks, []byte("a"), tok, now)
+	if len(first.results) != 1 || first.results[0].Code != codec.CodeOK {
+		t.Fatalf("first wait got %v", first.results)
+	}
+	mustInvariants(t, tbl)
+}
+
+func TestShardsRoundedToPowerOfTwo(t *testing.T) {
+	for _, c := range []struct{ in, want int }{{0, 64}, {-3, 64}, {1, 1}, {2, 2}, {3, 4}, {5, 8}, {64, 64}, {65, 128}} {
+		now := int64(0)
+		if got := len(fakeTable(Config{Shards: c.in}, &now).shards); got != c.want {
+			t.Errorf("Shards %d: %d shards, want %d", c.in, got, c.want)
+		}
+	}
+}
+
+// Many timers due in one shard at once: Advance fires them all, in
+// budget-sized batches, and delivers every completion.
+func TestAdvanceManyDueAtOnce(t *testing.T) {
+	now := int64(0)
+	tbl := fakeTable(Config{Shards: 1}, &now)
+	const n = 3 * advanceBudget
+	holder := NewOwner(1)
+	var recs []*rec
+	for i := range n {
+		k := fmt.Appendf(nil, "k%d", i)
+		tbl.Acquire(holder, Locks, k, 0, 1, 2, nil, now)
+		r := &rec{tbl: tbl}
+		if res := tbl.Acquire(NewOwner(uint64(i+2)), Locks, k, 1, 1, 0, r, now); !res.Parked {
+			t.Fatal("not parked")
+		}
+		recs = append(recs, r)
+	}
+	w := &rec{tbl: tbl}
+	tbl.Acquire(NewOwner(99999), Locks, []byte("k0"), 1, 1, 0, w, now) // behind rec 0
+	now = 1 * sec
+	tbl.Advance(now) // every waiter's timeout
+	for i, r := range recs {
+		if len(r.results) != 1 || r.results[0].Code != codec.CodeTimeout {
+			t.Fatalf("waiter %d: %v", i, r.results)
+		}
+	}
+	if len(w.results) != 1 {
+		t.Fatal("last waiter not resolved")
+	}
+	mustInvariants(t, tbl)
+	now = 2 * sec
+	tbl.Advance(now) // every lease
+	if st := tbl.Stats(now); len(st.Locks) != 0 || len(st.IdleLocks) != n {
+		t.Fatalf("after the leases ended: %d busy, %d idle", len(st.Locks), len(st.IdleLocks))
+	}
+	if tbl.wheelLen() != 0 {
+		t.Fatal("timers left")
+	}
+	mustInvariants(t, tbl)
+}
+
+// Owner objects may be pooled: after CloseOwner, Init makes the same
+// object a fresh owner.
+func TestOwnerReuseAfterClose(t *testing.T) {
+	now := int64(0)
+	tbl := fakeTable(Config{Shards: 8, AutoRelease: true}, &now)
+	o := NewOwner(1)
+	for i := range 20 {
+		tbl.Acquire(o, Locks, fmt.Appendf(nil, "k%d", i), 0, 1, 0, nil, now)
+		tbl.Enqueue(o, Semaphores, fmt.Appendf(nil, "k%d", i), 2, 0, now)
+	}
+	tbl.CloseOwner(o, now)
+	if o.touched.Load() != 0 {
+		t.Fatal("touched bits left after close")
+	}
+	mustInvariants(t, tbl)
+	o.Init(2)
+	if o.ID() != 2 {
+		t.Fatal("ID after Init")
+	}
+	r := tbl.Acquire(o, Locks, []byte("k3"), 0, 1, 0, nil, now)
+	if r.Code != codec.CodeOK {
+		t.Fatalf("acquire after reuse: %v", fmtRes(r))
+	}
+	if st := tbl.Stats(now); st.Locks[0].OwnerConnID != 2 {
+		t.Fatalf("owner id %d", st.Locks[0].OwnerConnID)
+	}
+	tbl.CloseOwner(o, now)
+	mustInvariants(t, tbl)
+	if tbl.wheelLen() != 0 {
+		t.Fatal("timers left")
+	}
+}
