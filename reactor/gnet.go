@@ -59,6 +59,14 @@ func (h *gnetHandler) OnClose(c gnet.Conn, _ error) gnet.Action {
 
 func (h *gnetHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	g := c.Context().(*gconn)
+	select {
+	case <-h.srv.stopCh:
+		// Close has begun: closing other connections releases locks and
+		// may grant a request parked here; a grant the client cannot keep
+		// must not be sent.
+		return gnet.Close
+	default:
+	}
 	now := h.srv.table.Now()
 	if g.closing {
 		discardAll(c)
@@ -72,12 +80,21 @@ func (h *gnetHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		return g.flush(now)
 	}
+	hw := h.srv.cfg.OutboundHighWater
 	if buf, _ := c.Peek(-1); len(buf) > 0 {
-		if n := g.handle(buf, now, h.srv.cfg.OutboundHighWater); n > 0 {
+		if n := g.handle(buf, now, hw); n > 0 {
 			_, _ = c.Discard(n)
 		}
 	}
-	return g.flush(now)
+	// handle stops after hw bytes of replies. No new input may come to
+	// call us again, so once they are written decode the rest: now if the
+	// socket took them, else when the stall check sees them drained.
+	more := len(g.out) >= hw && !g.parked && !g.closing
+	act := g.flush(now)
+	if more && act == gnet.None && c.OutboundBuffered() < hw {
+		g.wake()
+	}
+	return act
 }
 
 // flush writes pending replies (one write per event) and rearms timers.
@@ -89,6 +106,14 @@ func (g *gconn) flush(now int64) gnet.Action {
 		if cap(g.out) > 4<<10 {
 			g.out = nil // do not pin a large buffer on an idle connection
 		}
+		if g.closed.Load() {
+			// The write failed and gnet closed the connection inside
+			// Write (OnClose has run). Arm nothing: a timer firing later
+			// would write through the stale descriptor number, which may
+			// belong to another connection by then.
+			return gnet.Close
+		}
+		g.sent()
 	}
 	if g.closing && g.closeAt <= now {
 		return gnet.Close
@@ -144,6 +169,9 @@ func (g *gconn) arm(now int64) {
 
 // onTimer runs on the event loop when the connection's timer fires.
 func (g *gconn) onTimer(now int64) {
+	if g.closed.Load() {
+		return // never touch a closed gnet.Conn: its descriptor may be reused
+	}
 	srv := g.srv
 	if g.closing {
 		if now >= g.closeAt {

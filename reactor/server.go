@@ -99,6 +99,10 @@ type Server struct {
 	nextID   atomic.Uint64
 	draining atomic.Bool
 	refused  atomic.Int64 // connections closed at accept (over a cap)
+	// refusals are logged at most once a second, with a count (the accept
+	// loop is the only writer).
+	refusedLogged int64
+	refusedLogAt  time.Time
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopTimers
@@ -110,8 +114,12 @@ type Server struct {
 	stopOnce  sync.Once
 	stopCh    chan struct{}
 	acceptErr chan error
-	acceptWG  sync.WaitGroup
-	tickWG    sync.WaitGroup
+	// acceptMu orders Serve's acceptWG.Add with the Wait of Shutdown and
+	// Close: once acceptStop is set, Serve returns at once.
+	acceptMu   sync.Mutex
+	acceptStop bool
+	acceptWG   sync.WaitGroup
+	tickWG     sync.WaitGroup
 }
 
 // New binds the listening socket and starts the event loops; call Serve to
@@ -182,7 +190,13 @@ func (s *Server) ConnCap() int64 { return s.connCap }
 // Serve accepts connections until Shutdown or Close. It returns nil after
 // a shutdown and an error if accepting failed for good.
 func (s *Server) Serve() error {
+	s.acceptMu.Lock()
+	if s.acceptStop {
+		s.acceptMu.Unlock()
+		return nil
+	}
 	s.acceptWG.Add(1)
+	s.acceptMu.Unlock()
 	defer s.acceptWG.Done()
 	spare := openSpare()
 	defer func() {
@@ -206,15 +220,14 @@ func (s *Server) Serve() error {
 				// Out of descriptors: free the spare, take the pending
 				// connection and close it, so the flood is refused rather
 				// than queued, then re-reserve.
-				s.log.Warn("accept: out of file descriptors; refusing connections", zap.Error(err))
 				if spare != nil {
 					_ = spare.Close()
 					if c2, err2 := s.ln.Accept(); err2 == nil {
 						_ = c2.Close()
-						s.refused.Add(1)
 					}
 					spare = openSpare()
 				}
+				s.noteRefused(1)
 				time.Sleep(time.Millisecond)
 				continue
 			}
@@ -234,7 +247,7 @@ func (s *Server) Serve() error {
 		if s.conns.Add(1) > s.connCap {
 			s.conns.Add(-1)
 			_ = c.Close()
-			s.refused.Add(1)
+			s.noteRefused(1)
 			continue
 		}
 		if s.cfg.TLS != nil {
@@ -246,6 +259,25 @@ func (s *Server) Serve() error {
 			s.conns.Add(-1)
 			s.log.Warn("enroll connection", zap.Error(err))
 		}
+	}
+}
+
+// Refused returns how many connections were closed at accept because the
+// server was at its connection cap or out of file descriptors.
+func (s *Server) Refused() int64 { return s.refused.Load() }
+
+// noteRefused counts refused connections and logs a warning at most once a
+// second, so a flood cannot flood the log too.
+func (s *Server) noteRefused(n int64) {
+	total := s.refused.Add(n)
+	if now := time.Now(); now.Sub(s.refusedLogAt) >= time.Second {
+		s.log.Warn("refusing connections: at the connection cap or out of file descriptors",
+			zap.Int64("refused_since_last_log", total-s.refusedLogged),
+			zap.Int64("refused_total", total),
+			zap.Int64("connection_cap", s.connCap),
+			zap.Int64("open_connections", s.conns.Load()))
+		s.refusedLogged = total
+		s.refusedLogAt = now
 	}
 }
 
@@ -276,7 +308,7 @@ func openSpare() *os.File {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	_ = s.ln.Close()
-	s.acceptWG.Wait()
+	s.stopAccepting()
 	var err error
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -291,12 +323,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// stopAccepting waits for Serve to return (the listener is closed) and
+// makes a later Serve return at once.
+func (s *Server) stopAccepting() {
+	s.acceptMu.Lock()
+	s.acceptStop = true
+	s.acceptMu.Unlock()
+	s.acceptWG.Wait()
+}
+
 // Close stops the server at once: no drain.
 func (s *Server) Close() {
 	s.stopOnce.Do(func() {
 		close(s.stopCh)
 		_ = s.ln.Close()
-		s.acceptWG.Wait()
+		s.stopAccepting()
 		if s.cli != nil {
 			s.tickWG.Wait()
 			if err := s.cli.Stop(); err != nil {

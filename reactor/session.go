@@ -26,6 +26,10 @@ type session struct {
 
 	authed bool
 	parked bool
+	// owed counts replies of parked requests that are in out but not yet
+	// written. They still count in srv.parked, so that a drain waits until
+	// they are sent, not just decided (see sent).
+	owed int
 	// closing: stop reading; close at closeAt (after flushing out).
 	closing bool
 	closeAt int64
@@ -74,11 +78,20 @@ func (s *session) unpark(now int64) bool {
 	}
 	s.resolved.Store(false)
 	s.parked = false
-	s.srv.parked.Add(-1)
+	s.owed++
 	s.appendResult(s.result)
 	s.lastProgress = now
 	s.lines = 0
 	return true
+}
+
+// sent tells the session that out has been written: the replies of
+// requests that were parked no longer hold a drain back.
+func (s *session) sent() {
+	if s.owed > 0 {
+		s.srv.parked.Add(-int64(s.owed))
+		s.owed = 0
+	}
 }
 
 // handle decodes and runs requests from in until it is used up, a request
@@ -141,7 +154,7 @@ func (s *session) dispatch(req *codec.Request, now int64) {
 		s.fail(now)
 		return
 	}
-	if srv.draining.Load() {
+	if srv.draining.Load() && !allowedWhileDraining(req.Cmd) {
 		s.out = codec.AppendStatus(s.out, codec.CodeErrorDraining)
 		return
 	}
@@ -181,6 +194,17 @@ func (s *session) dispatch(req *codec.Request, now int64) {
 	s.appendResult(r)
 }
 
+// allowedWhileDraining: release and renew still work during a drain. They
+// start nothing new, and a release is how a blocked request gets the grant
+// the drain is waiting for.
+func allowedWhileDraining(c codec.Command) bool {
+	switch c {
+	case codec.CmdRelease, codec.CmdSemRelease, codec.CmdRenew, codec.CmdSemRenew:
+		return true
+	}
+	return false
+}
+
 func (s *session) appendResult(r lockcore.Result) {
 	switch {
 	case (r.Code == codec.CodeOK || r.Code == codec.CodeAcquired) && !r.Token.IsZero():
@@ -192,17 +216,10 @@ func (s *session) appendResult(r lockcore.Result) {
 	}
 }
 
-// readTimedOut answers a read timeout: error (error_auth before auth) and
-// close at once.
-func (s *session) readTimedOut(now int64) {
-	code := codec.CodeError
-	if !s.authed {
-		code = codec.CodeErrorAuth
-	}
-	s.out = codec.AppendStatus(s.out, code)
-	s.closing = true
-	s.closeAt = now
-}
+// readTimedOut answers a read timeout like any request that ends the
+// connection: error, or before authentication error_auth and the close
+// after the anti-brute-force pause (PROTOCOL.md "Auth and TLS").
+func (s *session) readTimedOut(now int64) { s.fail(now) }
 
 // readDeadline is when the read timeout fires, or 0 when none applies.
 func (s *session) readDeadline() int64 {
@@ -221,6 +238,7 @@ func (s *session) close(now int64) {
 	if s.parked {
 		s.srv.parked.Add(-1)
 	}
+	s.sent() // never will be
 	s.srv.table.CloseOwner(&s.owner, now)
 	s.srv.conns.Add(-1)
 }

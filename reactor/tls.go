@@ -120,12 +120,16 @@ func (t *tlsConn) process(s *Server) {
 		now := s.table.Now()
 		t.mu.Lock()
 		free := t.unpark(now)
+		more := false
 		if free && !t.closing {
-			n := t.handle(t.in, now, s.cfg.OutboundHighWater)
+			hw := s.cfg.OutboundHighWater
+			n := t.handle(t.in, now, hw)
 			t.in = t.in[n:]
 			if len(t.in) == 0 {
 				t.in = nil
 			}
+			// Stopped at the reply cap rather than for want of input.
+			more = len(t.out) >= hw && !t.parked && !t.closing
 		}
 		resume := false
 		if t.timedOut {
@@ -138,12 +142,21 @@ func (t *tlsConn) process(s *Server) {
 		eof := t.eof
 		t.mu.Unlock()
 		if len(t.out) > 0 {
+			select {
+			case <-s.stopCh:
+				// Close has begun: its closing of other connections
+				// releases locks and may grant a parked request here;
+				// a grant the client cannot keep must not be sent.
+				return
+			default:
+			}
 			_ = t.nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 			_, err := t.nc.Write(t.out)
 			t.out = t.out[:0]
 			if err != nil {
 				return
 			}
+			t.sent()
 		}
 		if t.closing {
 			if d := time.Duration(t.closeAt - now); d > 0 {
@@ -159,7 +172,9 @@ func (t *tlsConn) process(s *Server) {
 			t.resume <- struct{}{}
 		}
 		// More decodable input may remain (high-water stop): go again.
-		if !t.parked && len(t.in) > 0 {
+		// Not for an incomplete request: the reader kicks when bytes
+		// arrive, and kicking ourselves would spin.
+		if more {
 			t.wake()
 		}
 	}

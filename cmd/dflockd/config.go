@@ -38,8 +38,7 @@ type options struct {
 	Version            bool
 }
 
-// intSpec describes one integer flag: its env variable, default and lower
-// bound.
+// intSpec describes one integer flag: its env variable, default and bounds.
 type intSpec struct {
 	name, env, usage string
 	def, min         int64
@@ -47,52 +46,85 @@ type intSpec struct {
 	dst              *int64
 }
 
+// textValue is a flag that records its text unchecked: parseConfig
+// validates flag and environment text alike, so every bad value is one
+// "invalid --name: ..." line (the flag package's own errors would name
+// "-name" and dump the usage).
+type textValue struct {
+	text   string
+	isBool bool // a switch: --name means --name=true
+}
+
+func (v *textValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return v.text
+}
+
+func (v *textValue) Set(s string) error { v.text = s; return nil }
+
+func (v *textValue) IsBoolFlag() bool { return v != nil && v.isBool }
+
 // parseConfig reads flags, then the environment for flags not given, then
-// defaults. Any bad value is one error naming the flag.
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
+// defaults. Any bad value is one error naming the flag; nothing is written
+// to usage except the usage text asked for with -h/--help (then the error
+// is flag.ErrHelp).
+func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("dflockd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 
 	ints := []intSpec{
-		{"port", "DFLOCKD_PORT", "TCP port (0 picks a free port)", 6388, 0, 65535, &o.Port},
-		{"default-lease-ttl", "DFLOCKD_DEFAULT_LEASE_TTL_S", "lease in seconds when a request gives none", 33, 1, 3_155_760_000, &o.DefaultLeaseTTL},
-		{"lease-sweep-interval", "DFLOCKD_LEASE_SWEEP_INTERVAL_S", "accepted for compatibility; expiry here is tick-precise", 1, 1, math.MaxInt32, &o.LeaseSweepInterval},
-		{"gc-interval", "DFLOCKD_GC_LOOP_SLEEP", "seconds between idle-key pruning passes", 5, 1, math.MaxInt32, &o.GCInterval},
-		{"gc-max-idle", "DFLOCKD_GC_MAX_UNUSED_TIME", "seconds an idle key is kept", 60, 0, math.MaxInt32, &o.GCMaxIdle},
-		{"max-locks", "DFLOCKD_MAX_LOCKS", "maximum keys tracked, locks and semaphores together (0 = unlimited)", 1024, 0, math.MaxInt64, &o.MaxLocks},
-		{"max-connections", "DFLOCKD_MAX_CONNECTIONS", "maximum open connections (0 = limited only by open files)", 0, 0, math.MaxInt64, &o.MaxConnections},
-		{"max-waiters", "DFLOCKD_MAX_WAITERS", "maximum queued waiters per key (0 = unlimited)", 0, 0, math.MaxInt64, &o.MaxWaiters},
-		{"read-timeout", "DFLOCKD_READ_TIMEOUT_S", "seconds allowed for each request line while not blocked (0 = none)", 23, 0, math.MaxInt32, &o.ReadTimeout},
-		{"write-timeout", "DFLOCKD_WRITE_TIMEOUT_S", "seconds a client may leave replies unread before it is dropped", 5, 1, math.MaxInt32, &o.WriteTimeout},
-		{"shutdown-timeout", "DFLOCKD_SHUTDOWN_TIMEOUT_S", "seconds to let blocked requests finish on SIGTERM (0 = forever)", 30, 0, math.MaxInt32, &o.ShutdownTimeout},
-		{"event-loops", "DFLOCKD_EVENT_LOOPS", "gnet event loops (0 = GOMAXPROCS)", 0, 0, 1024, &o.EventLoops},
+		{"port", "DFLOCKD_PORT", "TCP `port` (0 picks a free port)", 6388, 0, 65535, &o.Port},
+		{"default-lease-ttl", "DFLOCKD_DEFAULT_LEASE_TTL_S", "lease in `seconds` when a request gives none", 33, 1, 3_155_760_000, &o.DefaultLeaseTTL},
+		{"lease-sweep-interval", "DFLOCKD_LEASE_SWEEP_INTERVAL_S", "`seconds`; accepted for compatibility, expiry here is tick-precise", 1, 1, math.MaxInt32, &o.LeaseSweepInterval},
+		{"gc-interval", "DFLOCKD_GC_LOOP_SLEEP", "`seconds` between idle-key pruning passes", 5, 1, math.MaxInt32, &o.GCInterval},
+		{"gc-max-idle", "DFLOCKD_GC_MAX_UNUSED_TIME", "`seconds` an idle key is kept", 60, 0, math.MaxInt32, &o.GCMaxIdle},
+		{"max-locks", "DFLOCKD_MAX_LOCKS", "maximum `number` of keys tracked, locks and semaphores together (0 = unlimited)", 1024, 0, math.MaxInt64, &o.MaxLocks},
+		{"max-connections", "DFLOCKD_MAX_CONNECTIONS", "maximum `number` of open connections (0 = limited only by open files)", 0, 0, math.MaxInt64, &o.MaxConnections},
+		{"max-waiters", "DFLOCKD_MAX_WAITERS", "maximum `number` of queued waiters per key (0 = unlimited)", 0, 0, math.MaxInt64, &o.MaxWaiters},
+		{"read-timeout", "DFLOCKD_READ_TIMEOUT_S", "`seconds` allowed for each request line while not blocked (0 = none)", 23, 0, math.MaxInt32, &o.ReadTimeout},
+		{"write-timeout", "DFLOCKD_WRITE_TIMEOUT_S", "`seconds` a client may leave replies unread before it is dropped", 5, 1, math.MaxInt32, &o.WriteTimeout},
+		{"shutdown-timeout", "DFLOCKD_SHUTDOWN_TIMEOUT_S", "`seconds` to let blocked requests finish on SIGTERM (0 = forever)", 30, 0, math.MaxInt32, &o.ShutdownTimeout},
+		{"event-loops", "DFLOCKD_EVENT_LOOPS", "`number` of gnet event loops (0 = GOMAXPROCS)", 0, 0, 1024, &o.EventLoops},
 	}
 	for _, s := range ints {
-		fs.Int64(s.name, s.def, s.usage+" ["+s.env+"]")
+		v := &textValue{}
+		if s.def != 0 { // a zero default goes unmentioned in the usage
+			v.text = strconv.FormatInt(s.def, 10)
+		}
+		fs.Var(v, s.name, s.usage+" ["+s.env+"]")
 	}
 	strs := []struct {
 		name, env, def, usage string
 		dst                   *string
 	}{
-		{"host", "DFLOCKD_HOST", "127.0.0.1", "address to listen on", &o.Host},
-		{"tls-cert", "DFLOCKD_TLS_CERT", "", "TLS certificate file (with --tls-key)", &o.TLSCert},
-		{"tls-key", "DFLOCKD_TLS_KEY", "", "TLS key file (with --tls-cert)", &o.TLSKey},
-		{"auth-token", "DFLOCKD_AUTH_TOKEN", "", "shared secret every connection must present first", &o.AuthToken},
-		{"auth-token-file", "DFLOCKD_AUTH_TOKEN_FILE", "", "file holding the shared secret (one line)", &o.AuthTokenFile},
-		{"fence-state-file", "DFLOCKD_FENCE_STATE_FILE", "", "file persisting the fence ceiling across restarts", &o.FenceStateFile},
-		{"log-format", "DFLOCKD_LOG_FORMAT", "console", "log format: console or json", &o.LogFormat},
-		{"tick", "DFLOCKD_TICK", "10ms", "timer resolution for timeouts and leases (1ms..1s)", nil},
+		{"host", "DFLOCKD_HOST", "127.0.0.1", "`address` to listen on", &o.Host},
+		{"tls-cert", "DFLOCKD_TLS_CERT", "", "TLS certificate `file` (with --tls-key)", &o.TLSCert},
+		{"tls-key", "DFLOCKD_TLS_KEY", "", "TLS key `file` (with --tls-cert)", &o.TLSKey},
+		{"auth-token", "DFLOCKD_AUTH_TOKEN", "", "shared `secret` every connection must present first", &o.AuthToken},
+		{"auth-token-file", "DFLOCKD_AUTH_TOKEN_FILE", "", "`file` holding the shared secret (one line)", &o.AuthTokenFile},
+		{"fence-state-file", "DFLOCKD_FENCE_STATE_FILE", "", "`file` persisting the fence ceiling across restarts", &o.FenceStateFile},
+		{"log-format", "DFLOCKD_LOG_FORMAT", "console", "log `format`: console or json", &o.LogFormat},
+		{"tick", "DFLOCKD_TICK", "10ms", "timer resolution for timeouts and leases (a `duration`, 1ms..1s)", nil},
 	}
 	for _, s := range strs {
-		fs.String(s.name, s.def, s.usage+" ["+s.env+"]")
+		fs.Var(&textValue{text: s.def}, s.name, s.usage+" ["+s.env+"]")
 	}
-	fs.Bool("auto-release-on-disconnect", true, "release a connection's locks when it closes [DFLOCKD_AUTO_RELEASE_ON_DISCONNECT]")
-	fs.Bool("no-auto-release-on-disconnect", false, "same as --auto-release-on-disconnect=false")
-	fs.Bool("debug", false, "debug logging [DFLOCKD_DEBUG]")
-	fs.BoolVar(&o.Version, "version", false, "print the version and exit")
+	fs.Var(&textValue{text: "true", isBool: true}, "auto-release-on-disconnect", "release a connection's locks when it closes [DFLOCKD_AUTO_RELEASE_ON_DISCONNECT]")
+	fs.Var(&textValue{isBool: true}, "no-auto-release-on-disconnect", "same as --auto-release-on-disconnect=false")
+	fs.Var(&textValue{isBool: true}, "debug", "debug logging [DFLOCKD_DEBUG]")
+	fs.Var(&textValue{isBool: true}, "version", "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(usage)
+			fmt.Fprintln(usage, "Usage: dflockd [flags]\n\nEvery flag can also be set by the environment variable in brackets; a flag\ngiven on the command line wins.")
+			fmt.Fprintln(usage)
+			fs.PrintDefaults()
+		}
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -100,6 +132,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+
+	var err error
+	if o.Version, err = boolValue(fs, given, func(string) string { return "" }, "version", "", false); err != nil {
+		return nil, err
+	}
+	if o.Version {
+		// --version must work whatever the environment holds.
+		return o, nil
+	}
 
 	// value returns the flag's text if given, else the env's, else "".
 	value := func(name, env string) (text, source string) {
@@ -129,23 +170,33 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	for _, s := range strs {
 		text, src := value(s.name, s.env)
 		if src == "" {
-			text = s.def
+			text, src = s.def, "--"+s.name
 		}
 		if s.dst != nil {
 			*s.dst = text
 			continue
 		}
-		d, err := time.ParseDuration(text)
+		d, err := time.ParseDuration(strings.TrimSpace(text))
 		if err != nil || d < time.Millisecond || d > time.Second {
-			return nil, fmt.Errorf("invalid --tick: %q must be a duration between 1ms and 1s", text)
+			return nil, fmt.Errorf("invalid %s: %q must be a duration between 1ms and 1s", src, text)
 		}
 		o.Tick = d
 	}
-	var err error
+	if given["auth-token"] || getenv("DFLOCKD_AUTH_TOKEN") != "" {
+		if strings.TrimSpace(o.AuthToken) == "" {
+			// Fail closed: an empty secret would silently turn auth off.
+			_, src := value("auth-token", "DFLOCKD_AUTH_TOKEN")
+			return nil, fmt.Errorf("invalid %s: the secret is empty", src)
+		}
+	}
 	if o.AutoRelease, err = boolValue(fs, given, getenv, "auto-release-on-disconnect", "DFLOCKD_AUTO_RELEASE_ON_DISCONNECT", true); err != nil {
 		return nil, err
 	}
-	if given["no-auto-release-on-disconnect"] && fs.Lookup("no-auto-release-on-disconnect").Value.String() == "true" {
+	noAuto, err := boolValue(fs, given, func(string) string { return "" }, "no-auto-release-on-disconnect", "", false)
+	if err != nil {
+		return nil, err
+	}
+	if given["no-auto-release-on-disconnect"] && noAuto {
 		if given["auto-release-on-disconnect"] && o.AutoRelease {
 			return nil, errors.New("invalid --no-auto-release-on-disconnect: contradicts --auto-release-on-disconnect")
 		}
@@ -154,22 +205,32 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if o.Debug, err = boolValue(fs, given, getenv, "debug", "DFLOCKD_DEBUG", false); err != nil {
 		return nil, err
 	}
-	return o, o.validate()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	return o, nil
 }
 
+// boolValue reads a switch: the flag if given, else its env variable (if
+// env is not ""), else def. Both accept 1/yes/true/on and 0/no/false/off
+// in any case (and what strconv.ParseBool accepts).
 func boolValue(fs *flag.FlagSet, given map[string]bool, getenv func(string) string, name, env string, def bool) (bool, error) {
-	if given[name] {
-		return fs.Lookup(name).Value.String() == "true", nil
-	}
-	switch strings.ToLower(strings.TrimSpace(getenv(env))) {
-	case "":
+	text, src := "", ""
+	switch {
+	case given[name]:
+		text, src = fs.Lookup(name).Value.String(), "--"+name
+	case env != "" && getenv(env) != "":
+		text, src = getenv(env), env+" (--"+name+")"
+	default:
 		return def, nil
-	case "1", "yes", "true", "on":
+	}
+	switch strings.ToLower(strings.TrimSpace(text)) {
+	case "1", "yes", "true", "on", "t":
 		return true, nil
-	case "0", "no", "false", "off":
+	case "0", "no", "false", "off", "f":
 		return false, nil
 	}
-	return false, fmt.Errorf("invalid %s (--%s): %q is not one of 1/yes/true or 0/no/false", env, name, getenv(env))
+	return false, fmt.Errorf("invalid %s: %q is not one of 1/yes/true or 0/no/false", src, text)
 }
 
 func (o *options) validate() error {

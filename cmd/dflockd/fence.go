@@ -91,6 +91,15 @@ func (f *fenceState) persistLoop(t *lockcore.Table, log *zap.Logger) (stop func(
 	if err := f.write(t.Fence() + fenceMargin); err != nil {
 		log.Error("fence state", zap.Error(err))
 	}
+	// keepAhead moves the ceiling when the fence has used up half the
+	// margin. Only the loop goroutine (and stop, after it) calls it.
+	keepAhead := func() {
+		if cur := t.Fence(); cur+fenceMargin/2 > f.ceiling {
+			if err := f.write(cur + fenceMargin); err != nil {
+				log.Error("fence state", zap.Error(err))
+			}
+		}
+	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -104,15 +113,12 @@ func (f *fenceState) persistLoop(t *lockcore.Table, log *zap.Logger) (stop func(
 				return
 			case <-tick.C:
 			}
-			if cur := t.Fence(); cur+fenceMargin/2 > f.ceiling {
-				if err := f.write(cur + fenceMargin); err != nil {
-					log.Error("fence state", zap.Error(err))
-				}
-			}
+			keepAhead()
 		}
 	}()
 	return func() {
 		close(done)
 		wg.Wait()
+		keepAhead()
 	}
 }

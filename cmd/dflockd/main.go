@@ -32,7 +32,7 @@ func main() {
 // run is main without the process: ready (if not nil) receives the bound
 // address once the server accepts connections.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- net.Addr) int {
-	o, err := parseConfig(args, getenv, stderr)
+	o, err := parseConfig(args, getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -82,6 +82,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 	table.Start()
 	defer table.Stop()
 
+	// Catch signals before the socket is bound and "listening" is logged:
+	// a supervisor may signal as soon as it sees either, and the default
+	// action would kill the process instead of draining it.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
 	addr := net.JoinHostPort(o.Host, strconv.FormatInt(o.Port, 10))
 	srv, err := reactor.New(reactor.Config{
 		Addr:           addr,
@@ -123,9 +130,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 		zap.String("fence_state_file", o.FenceStateFile),
 	)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	if ready != nil {

@@ -4,6 +4,8 @@ package reactortest
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"net"
 	"strings"
 	"testing"
@@ -22,6 +24,9 @@ type Config struct {
 	Core   lockcore.Config
 	// NoAutoRelease turns auto-release on disconnect off.
 	NoAutoRelease bool
+	// SelfSignedTLS serves the port over TLS with a fresh self-signed
+	// certificate (see SelfSignedTLS); Connect then dials TLS.
+	SelfSignedTLS bool
 }
 
 // Server is a running test server.
@@ -30,7 +35,10 @@ type Server struct {
 	Table *lockcore.Table
 	// Addr is "127.0.0.1:port".
 	Addr string
-	done chan error
+	// ClientTLS trusts the server's certificate when Config.SelfSignedTLS
+	// was set; nil otherwise.
+	ClientTLS *tls.Config
+	done      chan error
 }
 
 // Start runs a server configured by the optional functions and registers
@@ -44,6 +52,10 @@ func Start(t testing.TB, configure ...func(*Config)) *Server {
 		f(&cfg)
 	}
 	cfg.Core.AutoRelease = !cfg.NoAutoRelease
+	var clientTLS *tls.Config
+	if cfg.SelfSignedTLS && cfg.Server.TLS == nil {
+		cfg.Server.TLS, clientTLS = SelfSignedTLS(t)
+	}
 	if cfg.Server.Addr == "" {
 		cfg.Server.Addr = "127.0.0.1:0"
 	}
@@ -57,7 +69,7 @@ func Start(t testing.TB, configure ...func(*Config)) *Server {
 		table.Stop()
 		t.Fatalf("reactortest: start server: %v", err)
 	}
-	s := &Server{Server: srv, Table: table, Addr: srv.Addr().String(), done: make(chan error, 1)}
+	s := &Server{Server: srv, Table: table, Addr: srv.Addr().String(), ClientTLS: clientTLS, done: make(chan error, 1)}
 	go func() { s.done <- srv.Serve() }()
 	t.Cleanup(func() {
 		srv.Close()
@@ -85,6 +97,31 @@ func (s *Server) Dial(t testing.TB) *Conn {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return &Conn{t: t, Conn: c, r: bufio.NewReader(c)}
+}
+
+// DialTLS connects to the server over TLS with cfg and completes the
+// handshake; the connection is closed in t.Cleanup.
+func (s *Server) DialTLS(t testing.TB, cfg *tls.Config) *Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d := tls.Dialer{NetDialer: &net.Dialer{}, Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", s.Addr)
+	if err != nil {
+		t.Fatalf("reactortest: dial tls: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &Conn{t: t, Conn: c, r: bufio.NewReader(c)}
+}
+
+// Connect dials the way the server is served: TLS with ClientTLS when the
+// server was started with Config.SelfSignedTLS, plain TCP otherwise.
+func (s *Server) Connect(t testing.TB) *Conn {
+	t.Helper()
+	if s.ClientTLS != nil {
+		return s.DialTLS(t, s.ClientTLS)
+	}
+	return s.Dial(t)
 }
 
 // Send writes raw bytes.
