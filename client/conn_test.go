@@ -468,7 +468,7 @@ func TestAuth(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	t.Parallel()
-	serverTLS, clientTLS := tlsPair(t)
+	serverTLS, clientTLS := reactortest.SelfSignedTLS(t)
 	srv := start(t, func(c *reactortest.Config) { c.Server.TLS = serverTLS })
 	ctx := ctxT(t, 10*time.Second)
 

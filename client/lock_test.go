@@ -369,7 +369,7 @@ func TestLockCloseLeavesReleaseToServer(t *testing.T) {
 
 func TestLockTLSAndAuth(t *testing.T) {
 	t.Parallel()
-	serverTLS, clientTLS := tlsPair(t)
+	serverTLS, clientTLS := reactortest.SelfSignedTLS(t)
 	srv := start(t, func(c *reactortest.Config) {
 		c.Server.TLS = serverTLS
 		c.Server.AuthToken = "my-secret-token"

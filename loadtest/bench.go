@@ -62,11 +62,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	defer func() {
-		for _, c := range conns {
-			c.close()
-		}
-	}()
+	defer closeAll(conns)
 
 	r := newRun(&cfg.Common, "bench", cfg.Workers)
 	if cfg.Duration <= 0 {

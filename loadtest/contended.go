@@ -48,11 +48,7 @@ func Contended(ctx context.Context, cfg ContendedConfig) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("contended: %w", err)
 	}
-	defer func() {
-		for _, c := range conns {
-			c.close()
-		}
-	}()
+	defer closeAll(conns)
 
 	r := newRun(&cfg.Common, "contended", cfg.Workers)
 	opHist, handHist := NewHist(), NewHist()

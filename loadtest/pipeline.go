@@ -114,11 +114,7 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
-	defer func() {
-		for _, c := range conns {
-			c.close()
-		}
-	}()
+	defer closeAll(conns)
 	r := newRun(&cfg.Common, "pipeline", cfg.Connections)
 	hist := NewHist()
 	startGate := make(chan struct{})

@@ -103,11 +103,7 @@ func Rate(ctx context.Context, cfg RateConfig) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rate: %w", err)
 	}
-	defer func() {
-		for _, c := range conns {
-			c.close()
-		}
-	}()
+	defer closeAll(conns)
 	for ci, rc := range rcs {
 		rc.c = conns[ci]
 	}

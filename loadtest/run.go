@@ -222,6 +222,13 @@ func (r *run) result(scenario string, ops, requests int64, cpu *CPUStats) *Resul
 
 // dialAll opens one connection to each of addrs, at most par at once
 // (small: buffers for one reply at a time).
+// closeAll closes every connection dialAll opened.
+func closeAll(conns []*wconn) {
+	for _, c := range conns {
+		c.close()
+	}
+}
+
 func dialAll(ctx context.Context, addrs []string, par int, small bool) ([]*wconn, error) {
 	conns := make([]*wconn, len(addrs))
 	var (
