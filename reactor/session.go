@@ -252,9 +252,13 @@ type statsBody struct {
 }
 
 func (srv *Server) statsJSON(now int64) []byte {
+	// Count connections first: a closing session releases its locks before
+	// it leaves the count, so a connection not counted here is already gone
+	// from the snapshot below.
+	conns := srv.conns.Load()
 	snap := srv.table.Stats(now)
 	b, err := json.Marshal(statsBody{
-		Connections:    srv.conns.Load(),
+		Connections:    conns,
 		Locks:          snap.Locks,
 		Semaphores:     snap.Semaphores,
 		IdleLocks:      snap.IdleLocks,
