@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,10 +124,20 @@ func TestE2EContended(t *testing.T) {
 	if got := res.Latency["handoff"].Count; got != res.Ops-1 {
 		t.Errorf("%d hand-offs recorded, want one per grant but the first (%d)", got, res.Ops-1)
 	}
-	// FIFO: every worker re-queues behind the others (counts drift only by
-	// when each worker started and noticed the stop).
-	if f := res.Fairness; float64(f.Max-f.Min) > f.Mean/20+2 || f.Jain < 0.99 {
-		t.Errorf("unfair grants %v", res.Fairness.Grants)
+	// FIFO: every worker re-queues behind the others, so each gets a share.
+	// Exact equality is not guaranteed: a worker descheduled between its
+	// release and its next request (race detector, shared 2-core CI) misses
+	// the rounds the others take meanwhile. Strict FIFO itself is checked in
+	// lockcore and reactor; here only that the harness measures fairness and
+	// that no worker starves.
+	f := res.Fairness
+	if f.Min == 0 || f.Jain < 0.9 {
+		t.Errorf("starved or very unfair grants %v (Jain %.3f)", f.Grants, f.Jain)
+	}
+	sorted := append([]int64(nil), f.Grants...)
+	slices.Sort(sorted)
+	if f.Min != sorted[0] || f.Max != sorted[len(sorted)-1] || math.Abs(f.Mean-float64(grants)/float64(len(sorted))) > 1e-9 {
+		t.Errorf("fairness summary min %d max %d mean %f disagrees with grants %v", f.Min, f.Max, f.Mean, f.Grants)
 	}
 }
 
