@@ -41,33 +41,43 @@ LT=bin/dflockd-loadtest
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 pids=()
-cleanup() {
+stop_servers() {
 	local p
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	pids=()
 }
-trap cleanup EXIT
+trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
 read -r PA PB < <("$LT" freeport 2 | xargs)
 A=127.0.0.1:$PA
 B=127.0.0.1:$PB
-
-bin/dflockd --host 127.0.0.1 --port "$PA" --shutdown-timeout 1 >"$OUT/dflockd.log" 2>&1 &
-APID=$!
-pids+=("$APID")
 if [[ -n "${BENCH_B_BIN:-}" ]]; then
 	BNAME=$(basename "$BENCH_B_BIN")
-	"$BENCH_B_BIN" --host 127.0.0.1 --port "$PB" >"$OUT/b.log" 2>&1 &
 else
 	BNAME=ceiling
-	"$LT" ceiling --host 127.0.0.1 --port "$PB" >"$OUT/ceiling.log" 2>&1 &
 fi
-BPID=$!
-pids+=("$BPID")
-"$LT" wait --timeout 10s "$A" "$B"
-echo "A = dflockd  $A (pid $APID)    B = $BNAME  $B (pid $BPID)    rounds: $RUNS, order A B A B …"
-echo
+
+# start_servers starts dflockd and B on their ports (fresh processes: the
+# memory figures are growth over a fresh server's footprint).
+start_servers() {
+	bin/dflockd --host 127.0.0.1 --port "$PA" --shutdown-timeout 1 >>"$OUT/dflockd.log" 2>&1 &
+	APID=$!
+	pids+=("$APID")
+	if [[ -n "${BENCH_B_BIN:-}" ]]; then
+		"$BENCH_B_BIN" --host 127.0.0.1 --port "$PB" >>"$OUT/b.log" 2>&1 &
+	else
+		"$LT" ceiling --host 127.0.0.1 --port "$PB" >>"$OUT/ceiling.log" 2>&1 &
+	fi
+	BPID=$!
+	pids+=("$BPID")
+	"$LT" wait --timeout 10s "$A" "$B"
+	echo "A = dflockd  $A (pid $APID)    B = $BNAME  $B (pid $BPID)    rounds: $RUNS, order A B A B …"
+	echo
+}
+: >"$OUT/dflockd.log"
+start_servers
 
 files=()
 ab() {
@@ -83,17 +93,36 @@ ab() {
 
 start=$SECONDS
 # conns first, on fresh servers: its RSS-per-connection figure is round 1's
-# growth (later rounds reuse memory the first left behind).
+# growth (later rounds reuse memory the first left behind). The spread
+# waiters next, on restarted servers, for the same reason (RSS per parked
+# waiter, round 1).
 ab "conns-$CONNS" conns --conns "$CONNS" --per-source 8000 --hold 1s
+stop_servers
+start_servers
+ab "waiters-spread-$WAITERS" waiters --waiters "$WAITERS" --wait-timeout 2 --spread 1s --handoffs 20
+ab "waiters-at-once-$WAITERS" waiters --waiters "$WAITERS" --wait-timeout 2 --handoffs -1
 ab bench-10 bench --workers 10 --duration "$DUR"
 ab bench-100 bench --workers 100 --duration "$DUR"
 ab bench-1000 bench --workers 1000 --duration "$DUR"
-ab contended contended --workers 10 --duration "$DUR"
-ab pipeline pipeline --connections 4 --depth 16 --duration "$DUR"
+ab contended contended --workers 50 --duration "$DUR"
+ab pipeline pipeline --connections 10 --depth 32 --duration "$DUR"
 ab rate-5k rate --rate 5000 --connections 4 --duration "$DUR"
-ab "waiters-$WAITERS" waiters --waiters "$WAITERS" --wait-timeout 2 --handoffs 20
 
 echo "== summary (medians over $RUNS rounds; A/B = dflockd / $BNAME; took $((SECONDS - start))s)"
 "$LT" summary "${files[@]}" | tee "$OUT/summary.txt"
 echo
+# Allocations per request, from the in-process benchmark (server and
+# generator in one process; the generator allocates nothing per request).
+echo "== allocations per request (go test -bench BenchmarkInProcessServer)"
+"$GO" test -run '^$' -bench 'BenchmarkInProcessServer' -benchtime 20000x ./loadtest | tee "$OUT/allocs.txt"
+echo
+echo "== targets (README, Benchmarks; the A side, dflockd)"
+status=0
+if [[ -z "${BENCH_B_BIN:-}" ]]; then
+	"$LT" targets --gobench "$OUT/allocs.txt" "${files[@]}" | tee "$OUT/targets.txt" || status=$?
+else
+	echo "(skipped: the targets are ratios against the ceiling)"
+fi
+echo
 echo "reports: $OUT/*.html, JSON: $OUT/*.json, server logs: $OUT/*.log"
+exit "$status"

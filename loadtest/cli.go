@@ -26,6 +26,9 @@ usage:
                                                compare two servers, A B A B …
   dflockd-loadtest ceiling --port N            no-logic responder (the ceiling)
   dflockd-loadtest summary FILE.json…          table of headline ratios of ab --json files
+  dflockd-loadtest targets [--gobench F] FILE.json…
+                                               check bench-compare results against the
+                                               performance targets (exit 1 if one is missed)
   dflockd-loadtest wait [--timeout 10s] ADDR…  wait until each server answers ping
   dflockd-loadtest freeport [N]                print N free loopback ports
 
@@ -59,6 +62,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = mainCeiling(ctx, args[1:], stdout, stderr)
 	case "summary":
 		err = mainSummary(args[1:], stdout)
+	case "targets":
+		code, err = mainTargets(args[1:], stdout, stderr)
 	case "wait":
 		err = mainWait(ctx, args[1:], stderr)
 	case "freeport":
@@ -179,6 +184,7 @@ func newScenarioFlags(name string, stderr io.Writer) (*scenarioFlags, error) {
 		b := &WaitersConfig{}
 		fs.IntVar(&b.Waiters, "waiters", 1000, "waiters parked on the held key")
 		fs.Int64Var(&b.WaitTimeout, "wait-timeout", 2, "the waiters' acquire timeout T (s)")
+		fs.DurationVar(&b.Spread, "spread", 0, "send the waiters' requests evenly over this long (0 = all at once; below the wait timeout)")
 		fs.IntVar(&b.Handoffs, "handoffs", 10, "lease-expiry hand-off pairs (negative: skip)")
 		fs.Int64Var(&b.HandoffLease, "handoff-lease", 1, "the hand-off holders' lease (s)")
 		fs.IntVar(&b.Parallel, "parallel", 64, "concurrent dials and readers")
@@ -379,20 +385,52 @@ func mainSummary(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return errors.New("summary: give ab --json files")
 	}
-	var abs []*ABResult
-	for _, name := range args {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			return err
-		}
-		var ab ABResult
-		if err := json.Unmarshal(b, &ab); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		abs = append(abs, &ab)
+	abs, err := readABFiles(args)
+	if err != nil {
+		return err
 	}
 	WriteSummary(stdout, abs)
 	return nil
+}
+
+func readABFiles(names []string) ([]*ABResult, error) {
+	var abs []*ABResult
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		var ab ABResult
+		if err := json.Unmarshal(b, &ab); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		abs = append(abs, &ab)
+	}
+	return abs, nil
+}
+
+func mainTargets(args []string, stdout, stderr io.Writer) (int, error) {
+	fs := flag.NewFlagSet("targets", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	goBench := fs.String("gobench", "", "output of go test -bench BenchmarkInProcessServer (allocations per request)")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	if fs.NArg() == 0 {
+		return 2, errors.New("targets: give ab --json files")
+	}
+	abs, err := readABFiles(fs.Args())
+	if err != nil {
+		return 1, err
+	}
+	ok, err := WriteTargets(stdout, abs, *goBench)
+	if err != nil {
+		return 1, err
+	}
+	if !ok {
+		return 1, nil
+	}
+	return 0, nil
 }
 
 // WriteSummary prints one table of the headline figures of several A/B

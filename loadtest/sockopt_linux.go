@@ -104,3 +104,81 @@ func parseTimestampNS(oob []byte) (int64, bool) {
 	}
 	return 0, false
 }
+
+// enableTxTimestamps asks the kernel to stamp sent data when it leaves the
+// TCP stack (SO_TIMESTAMPING, software transmit stamps, reported on the
+// socket's error queue), so send times are not blurred by the generator
+// being descheduled around its write. On loopback that is the moment the
+// data reaches the server's socket.
+func enableTxTimestamps(nc net.Conn) bool {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	flags := unix.SOF_TIMESTAMPING_TX_SOFTWARE | unix.SOF_TIMESTAMPING_SOFTWARE | unix.SOF_TIMESTAMPING_OPT_TSONLY
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPING, flags)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
+}
+
+// txStamp returns the kernel's transmit time (wall clock, ns since the
+// epoch) of the latest write on nc, draining the error queue; ok is false
+// when none is there (stamps not enabled, or not delivered yet).
+func txStamp(nc net.Conn) (int64, bool) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var (
+		ts    int64
+		found bool
+		oob   [256]byte
+	)
+	_ = rc.Control(func(fd uintptr) {
+		for {
+			_, oobn, _, _, err := unix.Recvmsg(int(fd), nil, oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+			if err != nil {
+				return
+			}
+			if t, ok := parseTimestamping(oob[:oobn]); ok {
+				ts, found = t, true
+			}
+		}
+	})
+	return ts, found
+}
+
+// parseTimestamping finds an SCM_TIMESTAMPING control message and returns
+// its software stamp.
+func parseTimestamping(oob []byte) (int64, bool) {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return 0, false
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPING {
+			data := oob[unix.CmsgLen(0):l]
+			if len(data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+				ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
+				if ns := ts.Nano(); ns > 0 {
+					return ns, true
+				}
+			}
+		}
+		oob = oob[unix.CmsgSpace(l-unix.CmsgLen(0)):]
+	}
+	return 0, false
+}

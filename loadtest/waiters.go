@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,7 +19,11 @@ import (
 //  1. Timeouts: one connection holds a key; Waiters connections each ask
 //     for it with timeout WaitTimeout and stay parked until the server
 //     answers `timeout`. Lateness = reply receive time − (request send time
-//     + WaitTimeout).
+//     + WaitTimeout), the send time being the kernel's transmit stamp
+//     where available. The requests go out at once (Spread 0) or evenly over
+//     Spread. With the servers' PIDs, the servers' resident memory is read
+//     after the connections are open and again once every waiter is
+//     parked: the growth per waiter is what a parked waiter costs.
 //  2. Lease hand-off: Handoffs pairs at once, each a holder that takes a
 //     key with a HandoffLease lease and never releases nor renews, and a
 //     waiter queued behind it. Lateness = waiter's grant receive time −
@@ -35,6 +40,9 @@ type WaitersConfig struct {
 	// timeout in seconds (default 2).
 	Waiters     int
 	WaitTimeout int64
+	// Spread sends the waiters' requests evenly over this long instead of
+	// all at once (it must be shorter than WaitTimeout).
+	Spread time.Duration
 	// Handoffs lease hand-off pairs (default 10; 0 = default, negative =
 	// skip) with a HandoffLease-second lease (default 1).
 	Handoffs     int
@@ -58,8 +66,13 @@ type WaiterStats struct {
 	Handoffs    int   `json:"handoffs"`
 	HandoffsOK  int64 `json:"handoffs_granted"`
 	HandoffsBad int64 `json:"handoffs_failed"`
-	// RxTimestamps tells whether receive times came from the kernel.
+	// RxTimestamps tells whether receive times came from the kernel, and
+	// TxTimestamps whether every waiter's send time did.
 	RxTimestamps bool `json:"rx_timestamps"`
+	TxTimestamps bool `json:"tx_timestamps"`
+	// RSSPerWaiter is the servers' resident memory growth per parked
+	// waiter (bytes), measured on open connections: the waiter's own cost.
+	RSSPerWaiter float64 `json:"server_rss_per_waiter_bytes,omitempty"`
 }
 
 func (s *WaiterStats) writeText(w io.Writer) {
@@ -68,11 +81,18 @@ func (s *WaiterStats) writeText(w io.Writer) {
 	if s.Handoffs > 0 {
 		_, _ = fmt.Fprintf(w, "  hand-offs : %d of %d granted after the lease, %d failed\n", s.HandoffsOK, s.Handoffs, s.HandoffsBad)
 	}
+	if s.RSSPerWaiter != 0 {
+		_, _ = fmt.Fprintf(w, "  server rss: %.0f B per parked waiter (growth while parked, connections already open)\n", s.RSSPerWaiter)
+	}
 	src := "kernel receive timestamps"
 	if !s.RxTimestamps {
 		src = "read-return times (no kernel timestamps)"
 	}
-	_, _ = fmt.Fprintf(w, "  timing    : from send times to %s\n", src)
+	from := "kernel transmit timestamps"
+	if !s.TxTimestamps {
+		from = "times taken before each write"
+	}
+	_, _ = fmt.Fprintf(w, "  timing    : waiters from %s to %s\n", from, src)
 }
 
 // Waiters runs the waiters scenario.
@@ -95,6 +115,9 @@ func Waiters(ctx context.Context, cfg WaitersConfig) (*Result, error) {
 	}
 	if len(cfg.Servers) == 0 {
 		return nil, errors.New("waiters: no servers")
+	}
+	if cfg.Spread < 0 || cfg.Spread >= time.Duration(cfg.WaitTimeout)*time.Second {
+		return nil, fmt.Errorf("waiters: spread %v must be at least 0 and shorter than the wait timeout (%ds)", cfg.Spread, cfg.WaitTimeout)
 	}
 	if limit := raiseNoFile(); limit > 0 && uint64(cfg.Waiters+2*cfg.Handoffs)+64 > limit {
 		return nil, fmt.Errorf("waiters: %d connections exceed this process's open-file limit %d", cfg.Waiters+2*cfg.Handoffs, limit)
@@ -148,34 +171,83 @@ func Waiters(ctx context.Context, cfg WaitersConfig) (*Result, error) {
 		sent := make([]int64, len(conns))
 		chunk := (len(conns) + cfg.Parallel - 1) / cfg.Parallel
 		var wg sync.WaitGroup
+		var txStamps atomic.Bool
+		txStamps.Store(true)
+		for _, c := range conns {
+			if !enableRxTimestamps(c.nc) {
+				stamps.Store(false)
+			}
+			if !enableTxTimestamps(c.nc) {
+				txStamps.Store(false)
+			}
+		}
+		// A dial returns once the kernel completed the handshake, before
+		// the server accepted the connection: ping every connection first,
+		// so that the waiters measure parked requests on served
+		// connections, not the server's accept backlog.
+		if err := pingAll(conns, cfg.Parallel); err != nil {
+			return fmt.Errorf("waiters: warm-up ping: %w", err)
+		}
+		requests.Add(int64(len(conns)))
+		rssOpen, rssOK := serversRSS(cfg.PIDs)
 		// Send every request first, then read: a reader blocked on its
-		// first connection must not delay the other sends.
+		// first connection must not delay the other sends. At once, each
+		// sender takes a contiguous chunk; spread, sender w takes every
+		// Parallel-th request and sends each at its slot.
+		t0 := time.Now()
 		for w := range cfg.Parallel {
-			lo, hi := w*chunk, min((w+1)*chunk, len(conns))
-			if lo >= hi {
+			if w >= len(conns) {
 				break
 			}
 			wg.Go(func() {
 				req := codec.Request{Cmd: codec.CmdLock, Key: key, Timeout: cfg.WaitTimeout, Lease: cfg.Lease}
-				deadline := time.Now().Add(time.Duration(due) + 60*time.Second)
-				for i := lo; i < hi; i++ {
+				deadline := time.Now().Add(time.Duration(due) + cfg.Spread + 60*time.Second)
+				send := func(i int) {
 					c := conns[i]
-					if !enableRxTimestamps(c.nc) {
-						stamps.Store(false)
-					}
 					_ = c.nc.SetDeadline(deadline)
 					sent[i] = time.Now().UnixNano()
 					if err := c.send(&req); err != nil {
 						sent[i] = -1
 						r.fail(err)
+						return
 					}
+					// The kernel's transmit stamp is when the request
+					// left for the server; the time read before the
+					// write would also count this goroutine being
+					// descheduled around it, which a burst of 64
+					// senders on a small machine does often.
+					if ts, ok := txStamp(c.nc); ok && ts >= sent[i] {
+						sent[i] = ts
+					} else {
+						txStamps.Store(false)
+					}
+				}
+				if cfg.Spread == 0 {
+					for i := w * chunk; i < min((w+1)*chunk, len(conns)); i++ {
+						send(i)
+					}
+					return
+				}
+				for i := w; i < len(conns); i += cfg.Parallel {
+					time.Sleep(time.Until(t0.Add(cfg.Spread * time.Duration(i) / time.Duration(len(conns)))))
+					send(i)
 				}
 			})
 		}
 		wg.Wait()
+		if rssOK {
+			// Every waiter is parked once the server has read the last
+			// request; give it a moment, but read before the first timeout
+			// is due.
+			firstDue := t0.Add(time.Duration(due))
+			time.Sleep(min(200*time.Millisecond, time.Until(firstDue)/2))
+			if rssParked, ok := serversRSS(cfg.PIDs); ok {
+				stats.RSSPerWaiter = float64(rssParked-rssOpen) / float64(len(conns))
+			}
+		}
 		// Control: this process's own timers, due when the last waiters'
 		// timeouts are, measure the machine's scheduling noise.
-		ctl := controlTimers(ctlHist, sent[len(sent)-1]+due, 16)
+		ctl := controlTimers(ctlHist, slices.Max(sent)+due, 16)
 		var parked, timeouts, granted, other, noReply atomic.Int64
 		for w := range cfg.Parallel {
 			lo, hi := w*chunk, min((w+1)*chunk, len(conns))
@@ -223,6 +295,7 @@ func Waiters(ctx context.Context, cfg WaitersConfig) (*Result, error) {
 		ctl()
 		stats.Parked, stats.Timeouts, stats.Granted = parked.Load(), timeouts.Load(), granted.Load()
 		stats.Other, stats.NoReply = other.Load(), noReply.Load()
+		stats.TxTimestamps = txStamps.Load()
 		if _, err := holder.roundTrip(&codec.Request{Cmd: codec.CmdRelease, Key: key, Token: holdTok}, "holder release"); err != nil {
 			r.fail(err)
 		} else {
@@ -237,6 +310,10 @@ func Waiters(ctx context.Context, cfg WaitersConfig) (*Result, error) {
 
 	// Phase 2: lease hand-offs, all pairs at once.
 	if cfg.Handoffs > 0 && ctx.Err() == nil {
+		// Let the server finish closing phase 1's connections first: a
+		// holder's request queued behind them would start its lease late
+		// and count that against the hand-off.
+		time.Sleep(500 * time.Millisecond)
 		addrs := make([]string, 2*cfg.Handoffs)
 		keys := make([][]byte, cfg.Handoffs)
 		for i := range keys {
@@ -311,10 +388,14 @@ func Waiters(ctx context.Context, cfg WaitersConfig) (*Result, error) {
 	stats.RxTimestamps = stamps.Load()
 	cpu := r.end(requests.Load())
 	res := r.result("waiters", stats.Timeouts+stats.HandoffsOK, requests.Load(), cpu)
-	res.Header = fmt.Sprintf("waiters: %d waiters on key %q with timeout %ds; %d lease hand-offs with a %ds lease",
-		cfg.Waiters, key, cfg.WaitTimeout, cfg.Handoffs, cfg.HandoffLease)
-	res.Params = map[string]any{"waiters": cfg.Waiters, "wait_timeout_s": cfg.WaitTimeout, "handoffs": cfg.Handoffs,
-		"handoff_lease_s": cfg.HandoffLease, "key": string(key)}
+	how := "sent at once"
+	if cfg.Spread > 0 {
+		how = "sent over " + cfg.Spread.String()
+	}
+	res.Header = fmt.Sprintf("waiters: %d waiters on key %q with timeout %ds, %s; %d lease hand-offs with a %ds lease",
+		cfg.Waiters, key, cfg.WaitTimeout, how, cfg.Handoffs, cfg.HandoffLease)
+	res.Params = map[string]any{"waiters": cfg.Waiters, "wait_timeout_s": cfg.WaitTimeout, "spread_s": cfg.Spread.Seconds(),
+		"handoffs": cfg.Handoffs, "handoff_lease_s": cfg.HandoffLease, "key": string(key)}
 	res.Waiters = stats
 	res.addHist("timeout_lateness", timeoutHist)
 	res.addHist("lease_handoff_lateness", handHist)
@@ -328,6 +409,9 @@ func Waiters(ctx context.Context, cfg WaitersConfig) (*Result, error) {
 		res.figure(name+".early", label+" early", "replies", float64(s.Early), s.Count > 0, false, false)
 	}
 	res.figure("timeouts", "waiters answered timeout", "replies", float64(stats.Timeouts), true, true, false)
+	res.figure("rss_per_waiter", "server RSS per parked waiter", "B", stats.RSSPerWaiter, stats.RSSPerWaiter != 0, false, true)
+	// Later rounds park their waiters in memory the first round freed.
+	res.Figures[len(res.Figures)-1].FirstRound = true
 	lateFigures("timeout_lateness", "timeout lateness")
 	if cfg.Handoffs > 0 {
 		lateFigures("lease_handoff_lateness", "lease hand-off lateness")
@@ -336,6 +420,42 @@ func Waiters(ctx context.Context, cfg WaitersConfig) (*Result, error) {
 	res.figure("control_timer_lateness.max", "control: own-timer lateness max", "ms", cs.Max, cs.Count > 0, false, true)
 	res.cpuFigures(true)
 	return res, nil
+}
+
+// pingAll sends one ping on every connection and reads its reply, par
+// connections at a time.
+func pingAll(conns []*wconn, par int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, par)
+	chunk := (len(conns) + par - 1) / par
+	for lo := 0; lo < len(conns); lo += chunk {
+		hi := min(lo+chunk, len(conns))
+		wg.Go(func() {
+			for _, c := range conns[lo:hi] {
+				_ = c.nc.SetDeadline(time.Now().Add(30 * time.Second))
+				if _, err := c.roundTrip(&codec.Request{Cmd: codec.CmdPing}, "ping"); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// serversRSS is the summed resident memory of the server processes; ok is
+// false without PIDs or when one cannot be read.
+func serversRSS(pids []int) (rss int64, ok bool) {
+	for _, pid := range pids {
+		s, err := ReadProc(pid)
+		if err != nil || s.RSS == 0 {
+			return 0, false
+		}
+		rss += s.RSS
+	}
+	return rss, len(pids) > 0
 }
 
 // dialSmall dials addrs (small-buffer connections) with at most par at

@@ -1,0 +1,121 @@
+package loadtest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// abWith builds a comparison whose A/B medians are the given pairs.
+func abWith(label string, figs map[string][2]float64) *ABResult {
+	ab := &ABResult{Label: label, A: ABSide{Target: Target{Name: "dflockd"}}, B: ABSide{Target: Target{Name: "ceiling"}}}
+	for k, v := range figs {
+		a, b := v[0], v[1]
+		ab.Figures = append(ab.Figures, ABFigure{Key: k, MedianA: &a, MedianB: &b, Ratio: ratio(&a, &b)})
+	}
+	return ab
+}
+
+func passingRun() []*ABResult {
+	bench := map[string][2]float64{"throughput": {95, 100}, "server_cpu_us_per_req": {11, 10}}
+	return []*ABResult{
+		abWith("conns-19000", map[string][2]float64{"rss_per_conn": {0.9, 0.5}, "opened": {19000, 19000}, "pings_ok": {19000, 19000}}),
+		abWith("bench-10", bench),
+		abWith("bench-100", bench),
+		abWith("bench-1000", bench),
+		abWith("contended", map[string][2]float64{"server_cpu_us_per_req": {16, 10}}),
+		abWith("pipeline", map[string][2]float64{"throughput": {60, 100}}),
+		abWith("waiters-spread-10000", map[string][2]float64{"rss_per_waiter": {300, 0}, "timeout_lateness.p99": {3, 0}, "lease_handoff_lateness.p99": {2, 0}}),
+		abWith("waiters-at-once-10000", map[string][2]float64{"timeout_lateness.p99": {30, 0}}),
+	}
+}
+
+func TestTargetsAllHeld(t *testing.T) {
+	var out strings.Builder
+	ok, err := WriteTargets(&out, passingRun(), "")
+	require.NoError(t, err)
+	assert.True(t, ok, out.String())
+	assert.NotContains(t, out.String(), "MISSED")
+	assert.Equal(t, len(targets)+2, strings.Count(out.String(), "\n"), out.String())
+	assert.Contains(t, out.String(), "1.45x (16.0 / 11.0 µs)")
+}
+
+func TestTargetsMissed(t *testing.T) {
+	for _, tc := range []struct {
+		label, key string
+		a, b       float64
+		row        string
+	}{
+		{"bench-100", "throughput", 80, 100, "bench 100: throughput"},
+		{"bench-1000", "server_cpu_us_per_req", 12, 10, "bench 1000: server CPU"},
+		{"pipeline", "throughput", 40, 100, "pipeline 10x32"},
+		{"conns-19000", "rss_per_conn", 1.01, 0.5, "1 KiB server RSS"},
+		{"conns-19000", "pings_ok", 18999, 19000, "every connection answers ping"},
+		{"waiters-spread-10000", "rss_per_waiter", 600, 0, "512 B"},
+		{"waiters-spread-10000", "timeout_lateness.p99", 16, 0, "waiters spread: timeout"},
+		{"waiters-spread-10000", "lease_handoff_lateness.p99", 15.5, 0, "lease hand-off"},
+		{"waiters-at-once-10000", "timeout_lateness.p99", 51, 0, "waiters at once"},
+	} {
+		run := passingRun()
+		ab := findAB(run, tc.label)
+		f, err := fig(ab, tc.key)
+		require.NoError(t, err)
+		f.MedianA = &tc.a
+		f.Ratio = ratio(&tc.a, &tc.b)
+		var out strings.Builder
+		ok, err := WriteTargets(&out, run, "")
+		require.NoError(t, err)
+		assert.False(t, ok, "%s %s", tc.label, tc.key)
+		lines := strings.Split(out.String(), "\n")
+		var missed []string
+		for _, l := range lines {
+			if strings.HasSuffix(l, "MISSED") {
+				missed = append(missed, l)
+			}
+		}
+		if assert.Len(t, missed, 1, out.String()) {
+			assert.Contains(t, missed[0], tc.row)
+		}
+	}
+	// The contended row compares with bench 100's CPU, not the ceiling.
+	run := passingRun()
+	u, c := 10.0, 15.1
+	f, err := fig(findAB(run, "bench-100"), "server_cpu_us_per_req")
+	require.NoError(t, err)
+	f.MedianA = &u
+	f, err = fig(findAB(run, "contended"), "server_cpu_us_per_req")
+	require.NoError(t, err)
+	f.MedianA = &c
+	var out strings.Builder
+	ok, _ := WriteTargets(&out, run, "")
+	assert.False(t, ok, out.String())
+	assert.Contains(t, out.String(), "1.51x")
+	// A scenario that did not run is a miss, not a pass.
+	ok, _ = WriteTargets(&out, passingRun()[1:], "")
+	assert.False(t, ok)
+}
+
+func TestTargetsGoBench(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "bench.txt")
+	require.NoError(t, os.WriteFile(file, []byte(`goos: linux
+BenchmarkInProcessServer/bench-4         	    2000	     51234 ns/op	         0.0031 mallocs/req	        0.41 B/req	     19000 ops/s
+BenchmarkInProcessServer/pipeline-lock-4 	       1	 300000000 ns/op	         0.2000 mallocs/req	        9.00 B/req	    500000 ops/s
+PASS
+`), 0o644))
+	var out strings.Builder
+	ok, err := WriteTargets(&out, passingRun(), file)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Contains(t, out.String(), "(bench-4)")
+	assert.Contains(t, out.String(), "0.0031 mallocs/req")
+	assert.Regexp(t, `pipeline-lock-4\).*0\.2000 mallocs/req\s+MISSED`, out.String())
+	require.NoError(t, os.WriteFile(file, []byte("PASS\n"), 0o644))
+	ok, err = WriteTargets(&out, passingRun(), file)
+	require.NoError(t, err)
+	assert.False(t, ok, "no benchmark lines is a miss")
+}
