@@ -18,14 +18,15 @@ const (
 	Semaphores
 )
 
-// Result is the answer to one request.
+// Result is the answer to one request. (Field order keeps it at 32 bytes:
+// every connection's session holds one.)
 type Result struct {
-	// Code is the reply status; CodeInvalid when Parked.
-	Code codec.Code
 	// Token and Lease are set for grants (ok/acquired) and Lease for
 	// renewals.
 	Token codec.Token
 	Lease int64
+	// Code is the reply status; CodeInvalid when Parked.
+	Code codec.Code
 	// Parked means no answer yet: the request waits in its key's queue and
 	// its result will be passed to the Continuation exactly once.
 	Parked bool
@@ -182,6 +183,7 @@ type core struct {
 	out                []Completion // results of parked requests, drained by Table
 	fireNow            int64        // now of the Advance in progress
 	fireFn             func(*wheel.Timer)
+	ctr                Counters // this shard's share; Table.Counters sums them
 }
 
 func newCore(lim *limits, index int, salt *rand.ChaCha8, nowTick uint64) *core {
@@ -413,6 +415,8 @@ func (c *core) grant(n *node, now int64) {
 	k := n.key
 	n.state = stHolding
 	k.holders.pushBack(n)
+	c.ctr.Grants[k.ns]++
+	c.ctr.Held[k.ns]++
 	n.token = codec.Token{Fence: c.lim.fence.Add(1), Salt: c.salt.Uint64()}
 	c.startLease(n, now)
 }
@@ -427,6 +431,8 @@ func (c *core) grantWaiters(k *key, now int64) {
 	for k.holders.n < k.limit && k.waiters.head != nil {
 		n := k.waiters.head
 		k.waiters.remove(n)
+		c.ctr.Waiting[k.ns]--
+		c.ctr.Handoffs[k.ns]++
 		c.wheel.Remove(&n.timer)
 		c.grant(n, now)
 		if n.cont != nil {
@@ -442,6 +448,7 @@ func (c *core) grantWaiters(k *key, now int64) {
 func (c *core) dropHolder(n *node, now int64) {
 	k := n.key
 	k.holders.remove(n)
+	c.ctr.Held[k.ns]--
 	c.wheel.Remove(&n.timer)
 	c.ownerUnlink(n)
 	c.freeNode(n)
@@ -453,11 +460,13 @@ func (c *core) dropHolder(n *node, now int64) {
 // collected by w leaves a tombstone so that w answers error_lease_expired.
 func (c *core) expire(n *node, now int64) {
 	k := n.key
+	c.ctr.Expiries[k.ns]++
 	if !n.twoPhase || n.owner == nil {
 		c.dropHolder(n, now)
 		return
 	}
 	k.holders.remove(n)
+	c.ctr.Held[k.ns]--
 	c.wheel.Remove(&n.timer)
 	n.state = stExpired
 	k.tombs++
@@ -499,6 +508,8 @@ func (c *core) fire(t *wheel.Timer) {
 	case stWaiting:
 		k := n.key
 		k.waiters.remove(n)
+		c.ctr.Waiting[k.ns]--
+		c.ctr.WaiterTimeouts[k.ns]++
 		if n.cont != nil {
 			c.out = append(c.out, Completion{Cont: n.cont, Result: Result{Code: codec.CodeTimeout}})
 		}
@@ -537,6 +548,7 @@ func (c *core) acquire(o *Owner, ns Namespace, name []byte, timeout, limit, leas
 	n.cont = cont
 	n.state = stWaiting
 	k.waiters.pushBack(n)
+	c.ctr.Waiting[k.ns]++
 	c.ownerLink(n)
 	c.setTimer(n, now+seconds(timeout))
 	c.settle(k, now)
@@ -612,6 +624,7 @@ func (c *core) enqueue(o *Owner, ns Namespace, name []byte, limit, lease, now in
 	n.twoPhase = true
 	n.state = stWaiting
 	k.waiters.pushBack(n)
+	c.ctr.Waiting[k.ns]++
 	c.ownerLink(n)
 	c.settle(k, now)
 	return Result{Code: codec.CodeQueued}
@@ -651,6 +664,7 @@ func (c *core) wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Con
 	}
 	if timeout == 0 {
 		k.waiters.remove(n)
+		c.ctr.Waiting[k.ns]--
 		c.ownerUnlink(n)
 		c.freeNode(n)
 		c.settle(k, now)
@@ -678,6 +692,7 @@ func (c *core) closeOwner(o *Owner, now int64) {
 		case stWaiting:
 			k := n.key
 			k.waiters.remove(n)
+			c.ctr.Waiting[k.ns]--
 			c.wheel.Remove(&n.timer)
 			c.ownerUnlink(n)
 			c.freeNode(n)
@@ -691,6 +706,7 @@ func (c *core) closeOwner(o *Owner, now int64) {
 	for n := c.owners[o]; n != nil; {
 		next := n.onext
 		if c.lim.autoRelease {
+			c.ctr.DisconnectReleases[n.key.ns]++
 			c.dropHolder(n, now)
 		} else {
 			n.oprev, n.onext = nil, nil

@@ -284,5 +284,5 @@ func (c *core) checkInvariants(monotonic bool) error {
 	if len(c.out) != 0 {
 		return fmt.Errorf("%d completions left undelivered", len(c.out))
 	}
-	return nil
+	return c.checkGauges()
 }

@@ -318,7 +318,7 @@ func runScenarios(t *testing.T, base Config, scs []scenario) {
 
 // baseConfig: 4 shards, fences from 101, default lease 33 s, 10 ms tick,
 // auto-release on.
-var baseConfig = Config{Shards: 4, FenceStart: 100, DefaultLease: 33, AutoRelease: true}
+var baseConfig = Config{Shards: 4, FenceStart: 100, DefaultLease: 33, AutoRelease: true, Tick: 10_000_000}
 
 func keysAre(n int64) func(*testing.T, *env) {
 	return func(t *testing.T, e *env) {

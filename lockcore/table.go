@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lockreactor/dflockd/codec"
+	"github.com/lockreactor/dflockd/lockcore/wheel"
 )
 
 // Config configures a Table. Zero fields take the documented defaults.
@@ -28,7 +29,7 @@ type Config struct {
 	// AutoRelease releases an owner's holdings when it closes; otherwise
 	// they stay until their lease runs out.
 	AutoRelease bool
-	// Tick is the timer resolution (default 10ms): timeouts and leases
+	// Tick is the timer resolution (default 1ms): timeouts and leases
 	// fire at most one tick late, never early.
 	Tick time.Duration
 	// GCInterval and GCMaxIdle control the pruning of idle keys by the
@@ -83,7 +84,7 @@ func New(cfg Config) *Table {
 		cfg.DefaultLease = 33
 	}
 	if cfg.Tick <= 0 {
-		cfg.Tick = 10 * time.Millisecond
+		cfg.Tick = wheel.DefaultTick
 	}
 	if cfg.GCInterval <= 0 {
 		cfg.GCInterval = 5 * time.Second

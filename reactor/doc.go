@@ -14,6 +14,10 @@
 // and hands each accepted connection to an event loop with
 // gnet.Client.EnrollContext.
 //
+// With Config.Metrics the sessions count replies and time read events into
+// per-loop sinks (instrument.go) that Server.Metrics sums on demand; the
+// Prometheus names live in reactor/metrics, not here.
+//
 // The package holds no lock semantics and no wire literals: those live in
 // lockcore and codec.
 package reactor

@@ -2,6 +2,7 @@ package reactor
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -25,14 +26,22 @@ type gconn struct {
 
 	// Write-stall tracking: written counts bytes handed to c.Write; while
 	// replies are pending, drainMark is how many had drained at the last
-	// sign of progress, at stallSince.
-	written    uint64
-	stalled    bool
+	// sign of progress, at stallSince. Both count modulo 2^32: only
+	// whether drained moved matters, and 4 GiB never drain between two
+	// checks.
 	stallSince int64
-	drainMark  uint64
+	written    uint32
+	drainMark  uint32
+	stalled    bool
 }
 
-func (g *gconn) wake() { _ = g.c.Wake(nil) }
+// wake delivers a parked request's result (transport): on the connection's
+// own loop while it runs our callbacks, else through gnet (see
+// loopTimers.wake).
+func (g *gconn) wake() { g.loop.wake(g) }
+
+// trigger asks gnet to run OnTraffic for g soon, from its task queue.
+func (g *gconn) trigger() { _ = g.c.Wake(nil) }
 
 func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	srv := h.srv
@@ -40,6 +49,7 @@ func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	g.timer.Owner = g
 	now := srv.table.Now()
 	g.session.init(srv, g, now)
+	g.mt = srv.meteredForLoop(c.EventLoop())
 	c.SetContext(g)
 	g.arm(now)
 	srv.logConn("connection opened", g.owner.ID(), c.RemoteAddr())
@@ -51,14 +61,25 @@ func (h *gnetHandler) OnClose(c gnet.Conn, _ error) gnet.Action {
 	if !ok {
 		return gnet.None
 	}
-	g.loop.wheel.Remove(&g.timer)
+	lt := g.loop
+	lt.enter()
+	lt.wheel.Remove(&g.timer)
 	g.session.close(h.srv.table.Now())
 	h.srv.logConn("connection closed", g.owner.ID(), c.RemoteAddr())
+	h.leave(lt, g, gnet.None)
 	return gnet.None
 }
 
 func (h *gnetHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	g := c.Context().(*gconn)
+	lt := g.loop
+	lt.enter()
+	return h.leave(lt, g, h.traffic(g))
+}
+
+// traffic serves g: its parked result, then its input.
+func (h *gnetHandler) traffic(g *gconn) gnet.Action {
+	c := g.c
 	select {
 	case <-h.srv.stopCh:
 		// Close has begun: closing other connections releases locks and
@@ -68,6 +89,9 @@ func (h *gnetHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	default:
 	}
 	now := h.srv.table.Now()
+	if g.mt != nil {
+		defer g.mt.endTraffic(h.srv, now)
+	}
 	if g.closing {
 		discardAll(c)
 		return gnet.None
@@ -92,7 +116,7 @@ func (h *gnetHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	more := len(g.out) >= hw && !g.parked && !g.closing
 	act := g.flush(now)
 	if more && act == gnet.None && c.OutboundBuffered() < hw {
-		g.wake()
+		g.trigger() // through gnet, so other connections get their turn
 	}
 	return act
 }
@@ -101,7 +125,7 @@ func (h *gnetHandler) OnTraffic(c gnet.Conn) gnet.Action {
 func (g *gconn) flush(now int64) gnet.Action {
 	if len(g.out) > 0 {
 		_, _ = g.c.Write(g.out)
-		g.written += uint64(len(g.out))
+		g.written += uint32(len(g.out))
 		g.out = g.out[:0]
 		if cap(g.out) > 4<<10 {
 			g.out = nil // do not pin a large buffer on an idle connection
@@ -121,7 +145,7 @@ func (g *gconn) flush(now int64) gnet.Action {
 	if !g.stalled && g.c.OutboundBuffered() > 0 {
 		g.stalled = true
 		g.stallSince = now
-		g.drainMark = g.written - uint64(g.c.OutboundBuffered())
+		g.drainMark = g.written - uint32(g.c.OutboundBuffered())
 	}
 	g.arm(now)
 	return gnet.None
@@ -182,15 +206,15 @@ func (g *gconn) onTimer(now int64) {
 		return
 	}
 	if g.stalled {
-		buffered := uint64(g.c.OutboundBuffered())
-		switch drained := g.written - buffered; {
+		buffered := g.c.OutboundBuffered()
+		switch drained := g.written - uint32(buffered); {
 		case buffered == 0:
 			g.stalled = false
 			// Decoding may have stopped at the high-water mark.
 			if g.c.InboundBuffered() > 0 {
-				g.wake()
+				g.trigger()
 			}
-		case drained > g.drainMark:
+		case drained != g.drainMark:
 			g.drainMark = drained
 			g.stallSince = now
 		case now-g.stallSince >= int64(srv.cfg.WriteTimeout):
@@ -208,9 +232,10 @@ func (g *gconn) onTimer(now int64) {
 	g.arm(now)
 }
 
-// loopTimers is one event loop's connection-timer wheel. It is touched only
-// on its loop: by callbacks, and by Run, which the ticker schedules there
-// with EventLoop.Execute.
+// loopTimers is one event loop's connection-timer wheel and same-loop
+// delivery queue. Except for mu, active and pending, it is touched only on
+// its loop: by callbacks, and by Run, which the ticker schedules there with
+// EventLoop.Execute.
 type loopTimers struct {
 	srv    *Server
 	el     gnet.EventLoop
@@ -218,6 +243,84 @@ type loopTimers struct {
 	tickNs int64
 	fire   func(*wheel.Timer)
 	now    int64
+
+	// Same-loop delivery: while the loop runs OnTraffic or OnClose
+	// (active), results for its own connections are queued in pending and
+	// served before the callback returns, instead of through gnet's task
+	// queue, which costs an eventfd write, an eventfd read and another
+	// epoll round per result. A release that grants a waiter on the same
+	// loop is the common case. Other goroutines may queue too while the
+	// loop is active: it serves pending before it clears active.
+	mu      sync.Mutex
+	active  bool
+	pending []*gconn
+	spare   []*gconn
+	depth   int // nesting of our callbacks (OnClose runs inside Close)
+}
+
+// wake delivers g's parked result: queued for the running callback when
+// the loop is active, else through gnet.
+func (lt *loopTimers) wake(g *gconn) {
+	lt.mu.Lock()
+	if lt.active {
+		lt.pending = append(lt.pending, g)
+		lt.mu.Unlock()
+		return
+	}
+	lt.mu.Unlock()
+	g.trigger()
+}
+
+// enter begins one of our callbacks on the loop.
+func (lt *loopTimers) enter() {
+	if lt.depth == 0 {
+		lt.mu.Lock()
+		lt.active = true
+		lt.mu.Unlock()
+	}
+	lt.depth++
+}
+
+// leave ends a callback for cur (whose action so far is act). The outermost
+// callback first serves every queued result, including those that serving
+// queues, and returns the action gnet should take for cur.
+func (h *gnetHandler) leave(lt *loopTimers, cur *gconn, act gnet.Action) gnet.Action {
+	if lt.depth > 1 {
+		lt.depth--
+		return act
+	}
+	for {
+		lt.mu.Lock()
+		batch := lt.pending
+		if len(batch) == 0 {
+			lt.active = false
+			lt.mu.Unlock()
+			break
+		}
+		lt.pending = lt.spare[:0]
+		lt.mu.Unlock()
+		stopping := false
+		select {
+		case <-h.srv.stopCh:
+			stopping = true // every connection is being closed
+		default:
+		}
+		for i, g := range batch {
+			batch[i] = nil
+			switch {
+			case stopping || g.closed.Load():
+			case g == cur:
+				if act != gnet.Close {
+					act = h.traffic(g)
+				}
+			case h.traffic(g) == gnet.Close:
+				_ = lt.el.Close(g.c) // runs OnClose, nested
+			}
+		}
+		lt.spare = batch[:0]
+	}
+	lt.depth--
+	return act
 }
 
 func (s *Server) loopFor(el gnet.EventLoop) *loopTimers {

@@ -372,3 +372,35 @@ func TestManyWaitersManyKeys(t *testing.T) {
 		}
 	})
 }
+
+// TestSameLoopHandoffChain passes one lock around connections that all live
+// on a single event loop, so every grant is delivered on the loop that
+// served the release (the same-loop path, no gnet task), including grants
+// that arrive while the loop is closing a connection.
+func TestSameLoopHandoffChain(t *testing.T) {
+	srv := reactortest.Start(t, func(c *reactortest.Config) { c.Server.Loops = 1 })
+	obs := srv.Connect(t)
+	const n = 8
+	conns := make([]*reactortest.Conn, n)
+	for i := range conns {
+		conns[i] = srv.Connect(t)
+	}
+	tok := lock(t, conns[0], "chain")
+	for i := 1; i < n; i++ {
+		conns[i].Request("l", "chain", "30")
+		waitLockWaiters(t, obs, "chain", i)
+	}
+	// Each holder releases; the next in line gets the grant, in order, and
+	// then queues again behind the others.
+	holder := 0
+	for round := range 3 * n {
+		require.Equal(t, rOK, conns[holder].Do("r", "chain", tok), "round %d", round)
+		conns[holder].Request("l", "chain", "30")
+		holder = (holder + 1) % n
+		tok = mustGrant(t, conns[holder].Line(), rOK, 33)
+	}
+	// A holder that disconnects hands the lock on from inside OnClose.
+	_ = conns[holder].Close()
+	next := (holder + 1) % n
+	mustGrant(t, conns[next].Line(), rOK, 33)
+}

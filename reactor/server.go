@@ -23,7 +23,8 @@ import (
 type Config struct {
 	// Addr is host:port to listen on (port 0 picks a free port).
 	Addr string
-	// Loops is the number of gnet event loops (default GOMAXPROCS).
+	// Loops is the number of gnet event loops (default one per CPU). Keep
+	// GOMAXPROCS above it: see cmd/dflockd's setProcs.
 	Loops int
 	// MaxConnections caps open connections (0 = only the open-file cap).
 	// A connection over the cap is accepted and closed without a byte.
@@ -42,7 +43,9 @@ type Config struct {
 	AuthFailDelay time.Duration
 	// TLS, when set, makes the port speak TLS only (served by crypto/tls).
 	TLS *tls.Config
-	// Tick is the resolution of connection timers (default 10ms).
+	// Tick is the resolution of connection timers: read timeout, write
+	// stall, auth delay (default 10ms). Lock timeouts and leases run on
+	// the lock table's own, finer tick.
 	Tick time.Duration
 	// OutboundHighWater: stop decoding a connection's requests while this
 	// many reply bytes are unsent (default 64 KiB).
@@ -55,11 +58,15 @@ type Config struct {
 	// RLIMIT_NOFILE for everything but client connections (default 64).
 	FDReserve int
 	Logger    *zap.Logger
+	// Metrics turns on the per-request counters and latency histograms
+	// that Server.Metrics reports (kept per event loop; a few atomic adds
+	// per request).
+	Metrics bool
 }
 
 func (c *Config) setDefaults() {
 	if c.Loops <= 0 {
-		c.Loops = runtime.GOMAXPROCS(0)
+		c.Loops = runtime.NumCPU()
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 5 * time.Second
@@ -99,6 +106,7 @@ type Server struct {
 	nextID   atomic.Uint64
 	draining atomic.Bool
 	refused  atomic.Int64 // connections closed at accept (over a cap)
+	accepted atomic.Uint64
 	// refusals are logged at most once a second, with a count (the accept
 	// loop is the only writer).
 	refusedLogged int64
@@ -110,6 +118,12 @@ type Server struct {
 	tlsMu    sync.Mutex
 	tlsConns map[*tlsConn]struct{}
 	tlsWG    sync.WaitGroup
+
+	// Request metrics (Config.Metrics): one sink per event loop, and
+	// sinks shared by TLS connections.
+	metricsMu   sync.Mutex
+	loopMetrics []*loopMetrics
+	tlsSinks    [tlsSinks]*sink
 
 	stopOnce  sync.Once
 	stopCh    chan struct{}
@@ -137,11 +151,22 @@ func New(cfg Config, table *lockcore.Table) (*Server, error) {
 		stopCh:    make(chan struct{}),
 		acceptErr: make(chan error, 1),
 	}
+	if cfg.Metrics {
+		for i := range s.tlsSinks {
+			s.tlsSinks[i] = new(sink)
+		}
+	}
 	s.connCap = fdConnCap(cfg.FDReserve)
 	if cfg.MaxConnections > 0 && int64(cfg.MaxConnections) < s.connCap {
 		s.connCap = int64(cfg.MaxConnections)
 	}
+	// TCP keepalive: gnet sets it on the descriptor it takes over, so the
+	// accepted socket needs it only when crypto/tls serves it (four
+	// setsockopt calls fewer per plain connection).
 	lc := net.ListenConfig{KeepAlive: 30 * time.Second}
+	if cfg.TLS == nil {
+		lc.KeepAlive = -1
+	}
 	ln, err := lc.Listen(context.Background(), "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("reactor: listen %s: %w", cfg.Addr, err)
@@ -240,6 +265,7 @@ func (s *Server) Serve() error {
 			return fmt.Errorf("reactor: accept: %w", err)
 		}
 		backoff = 0
+		s.accepted.Add(1)
 		if s.draining.Load() {
 			_ = c.Close()
 			continue

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"sync/atomic"
+	"time"
 
 	"github.com/lockreactor/dflockd/codec"
 	"github.com/lockreactor/dflockd/lockcore"
@@ -19,34 +20,44 @@ type transport interface {
 // session is one connection's protocol state, independent of transport.
 // Everything except resolved/result is owned by the connection's goroutine
 // (its event loop, or its TLS processor).
+//
+// Every connection holds one, so field order keeps it small (152 bytes, and
+// gconn in the 256-byte size class: TestConnStateSize): word-sized fields
+// first, then the small ones together.
 type session struct {
 	owner lockcore.Owner
 	srv   *Server
 	tr    transport
+	// mt is where metrics are counted (nil when off).
+	mt  *metered
+	out []byte // replies not yet written
 
-	authed bool
-	parked bool
+	// result is published by resolved from the goroutine that completed
+	// the parked request to the connection's goroutine.
+	result lockcore.Result
+
+	// closing: stop reading; close at closeAt (after flushing out).
+	closeAt int64
+	// lastProgress is when the last complete line or reply happened: the
+	// read timeout counts from it.
+	lastProgress int64
+	// parkedAt and parkedCmd describe the parked request (for metrics).
+	parkedAt int64
+
 	// owed counts replies of parked requests that are in out but not yet
 	// written. They still count in srv.parked, so that a drain waits until
 	// they are sent, not just decided (see sent).
-	owed int
-	// closing: stop reading; close at closeAt (after flushing out).
-	closing bool
-	closeAt int64
-
-	// resolved publishes result from the goroutine that completed the
-	// parked request to the connection's goroutine.
+	owed     int32
 	resolved atomic.Bool
-	result   lockcore.Result
 	closed   atomic.Bool
 
-	// lastProgress is when the last complete line or reply happened: the
-	// read timeout counts from it. lines is how many lines of the current
-	// incomplete request have arrived.
-	lastProgress int64
-	lines        int
-
-	out []byte // replies not yet written
+	authed  bool
+	parked  bool
+	closing bool
+	// lines is how many lines of the current incomplete request have
+	// arrived (at most 2).
+	lines     uint8
+	parkedCmd codec.Command
 }
 
 func (s *session) init(srv *Server, tr transport, now int64) {
@@ -79,6 +90,10 @@ func (s *session) unpark(now int64) bool {
 	s.resolved.Store(false)
 	s.parked = false
 	s.owed++
+	if s.mt != nil {
+		s.mt.sink.wait[s.parkedCmd].observe(&WaitBounds, time.Duration(now-s.parkedAt), 1)
+		s.mt.count(s.parkedCmd, s.result.Code)
+	}
 	s.appendResult(s.result)
 	s.lastProgress = now
 	s.lines = 0
@@ -104,11 +119,12 @@ func (s *session) handle(in []byte, now int64, maxOut int) int {
 		n, err := codec.Decode(in[off:], &req)
 		if n == 0 {
 			if err != nil { // an over-long line: the stream is lost
+				s.record(codec.CmdInvalid, s.failCode())
 				s.fail(now)
 				return len(in)
 			}
-			if l := codec.CompleteLines(in[off:]); l > s.lines {
-				s.lines = l
+			if l := codec.CompleteLines(in[off:]); l > int(s.lines) {
+				s.lines = uint8(l)
 				s.lastProgress = now
 			}
 			break
@@ -118,9 +134,11 @@ func (s *session) handle(in []byte, now int64, maxOut int) int {
 		s.lastProgress = now
 		if err != nil {
 			if !s.authed {
+				s.record(req.Cmd, codec.CodeErrorAuth)
 				s.fail(now)
 				return len(in)
 			}
+			s.record(req.Cmd, codec.CodeError)
 			s.out = codec.AppendStatus(s.out, codec.CodeError)
 			continue
 		}
@@ -148,13 +166,16 @@ func (s *session) dispatch(req *codec.Request, now int64) {
 	if !s.authed {
 		if req.Cmd == codec.CmdAuth && subtle.ConstantTimeCompare(req.Arg, srv.authToken) == 1 {
 			s.authed = true
+			s.record(req.Cmd, codec.CodeOK)
 			s.out = codec.AppendStatus(s.out, codec.CodeOK)
 			return
 		}
+		s.record(req.Cmd, codec.CodeErrorAuth)
 		s.fail(now)
 		return
 	}
 	if srv.draining.Load() && !allowedWhileDraining(req.Cmd) {
+		s.record(req.Cmd, codec.CodeErrorDraining)
 		s.out = codec.AppendStatus(s.out, codec.CodeErrorDraining)
 		return
 	}
@@ -170,6 +191,7 @@ func (s *session) dispatch(req *codec.Request, now int64) {
 	case codec.CmdPing:
 		r.Code = codec.CodeOK
 	case codec.CmdStats:
+		s.record(req.Cmd, codec.CodeOK)
 		s.out = codec.AppendStats(s.out, srv.statsJSON(now))
 		return
 	case codec.CmdLock, codec.CmdSemLock:
@@ -185,12 +207,14 @@ func (s *session) dispatch(req *codec.Request, now int64) {
 	}
 	if r.Parked {
 		s.parked = true
+		s.parkedAt, s.parkedCmd = now, req.Cmd
 		srv.parked.Add(1)
 		// The result may already be here (granted by another goroutine
 		// between the table call and now); unpark picks it up.
 		s.unpark(now)
 		return
 	}
+	s.record(req.Cmd, r.Code)
 	s.appendResult(r)
 }
 
@@ -214,6 +238,14 @@ func (s *session) appendResult(r lockcore.Result) {
 	default:
 		s.out = codec.AppendStatus(s.out, r.Code)
 	}
+}
+
+// failCode is the status fail answers with.
+func (s *session) failCode() codec.Code {
+	if !s.authed {
+		return codec.CodeErrorAuth
+	}
+	return codec.CodeError
 }
 
 // readTimedOut answers a read timeout like any request that ends the

@@ -59,6 +59,7 @@ func (t *tlsConn) serve(s *Server) {
 	}()
 	now := s.table.Now()
 	t.session.init(s, t, now)
+	t.mt = s.meteredForTLS(t.owner.ID())
 	defer func() { t.session.close(s.table.Now()) }()
 
 	hsTimeout := s.cfg.ReadTimeout
@@ -157,6 +158,9 @@ func (t *tlsConn) process(s *Server) {
 				return
 			}
 			t.sent()
+		}
+		if t.mt != nil && t.mt.batch.mask != 0 {
+			t.mt.endBatch(time.Duration(s.table.Now() - now))
 		}
 		if t.closing {
 			if d := time.Duration(t.closeAt - now); d > 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -36,6 +37,8 @@ type options struct {
 	FenceStateFile     string
 	LogFormat          string
 	Version            bool
+	HTTPAddr           string
+	PProf              bool
 }
 
 // intSpec describes one integer flag: its env variable, default and bounds.
@@ -108,7 +111,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*o
 		{"auth-token-file", "DFLOCKD_AUTH_TOKEN_FILE", "", "`file` holding the shared secret (one line)", &o.AuthTokenFile},
 		{"fence-state-file", "DFLOCKD_FENCE_STATE_FILE", "", "`file` persisting the fence ceiling across restarts", &o.FenceStateFile},
 		{"log-format", "DFLOCKD_LOG_FORMAT", "console", "log `format`: console or json", &o.LogFormat},
-		{"tick", "DFLOCKD_TICK", "10ms", "timer resolution for timeouts and leases (a `duration`, 1ms..1s)", nil},
+		{"http-addr", "DFLOCKD_HTTP_ADDR", "", "`host:port` of the HTTP side port: /metrics, /healthz, /readyz, /v1/stats (off when unset)", &o.HTTPAddr},
+		{"tick", "DFLOCKD_TICK", "1ms", "timer resolution for timeouts and leases (a `duration`, 1ms..1s)", nil},
 	}
 	for _, s := range strs {
 		fs.Var(&textValue{text: s.def}, s.name, s.usage+" ["+s.env+"]")
@@ -116,6 +120,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*o
 	fs.Var(&textValue{text: "true", isBool: true}, "auto-release-on-disconnect", "release a connection's locks when it closes [DFLOCKD_AUTO_RELEASE_ON_DISCONNECT]")
 	fs.Var(&textValue{isBool: true}, "no-auto-release-on-disconnect", "same as --auto-release-on-disconnect=false")
 	fs.Var(&textValue{isBool: true}, "debug", "debug logging [DFLOCKD_DEBUG]")
+	fs.Var(&textValue{isBool: true}, "pprof", "serve /debug/pprof/ on the --http-addr port [DFLOCKD_PPROF]")
 	fs.Var(&textValue{isBool: true}, "version", "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
@@ -205,6 +210,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*o
 	if o.Debug, err = boolValue(fs, given, getenv, "debug", "DFLOCKD_DEBUG", false); err != nil {
 		return nil, err
 	}
+	if o.PProf, err = boolValue(fs, given, getenv, "pprof", "DFLOCKD_PPROF", false); err != nil {
+		return nil, err
+	}
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
@@ -259,6 +267,19 @@ func (o *options) validate() error {
 	case "console", "json":
 	default:
 		return fmt.Errorf("invalid --log-format: %q (want console or json)", o.LogFormat)
+	}
+	o.HTTPAddr = strings.TrimSpace(o.HTTPAddr)
+	if o.HTTPAddr != "" {
+		_, port, err := net.SplitHostPort(o.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("invalid --http-addr: %q is not host:port", o.HTTPAddr)
+		}
+		if p, err := strconv.ParseUint(port, 10, 16); err != nil || p > 65535 {
+			return fmt.Errorf("invalid --http-addr: %q has no valid port (0..65535)", o.HTTPAddr)
+		}
+	}
+	if o.PProf && o.HTTPAddr == "" {
+		return errors.New("invalid --pprof: it needs --http-addr")
 	}
 	return nil
 }

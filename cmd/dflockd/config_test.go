@@ -56,7 +56,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		ShutdownTimeout:    30,
 		AutoRelease:        true,
 		EventLoops:         0,
-		Tick:               10 * time.Millisecond,
+		Tick:               time.Millisecond,
 		LogFormat:          "console",
 	}, o)
 }
@@ -123,7 +123,7 @@ func TestParseConfigSources(t *testing.T) {
 		{flag: "event-loops", env: "DFLOCKD_EVENT_LOOPS", get: func(o *options) any { return o.EventLoops },
 			def: int64(0), envText: "3", envWant: int64(3), flagArgs: []string{"--event-loops", "4"}, flagWant: int64(4)},
 		{flag: "tick", env: "DFLOCKD_TICK", get: func(o *options) any { return o.Tick },
-			def: 10 * time.Millisecond, envText: "5ms", envWant: 5 * time.Millisecond, flagArgs: []string{"--tick", "1s"}, flagWant: time.Second},
+			def: time.Millisecond, envText: "5ms", envWant: 5 * time.Millisecond, flagArgs: []string{"--tick", "1s"}, flagWant: time.Second},
 		{flag: "fence-state-file", env: "DFLOCKD_FENCE_STATE_FILE", get: func(o *options) any { return o.FenceStateFile },
 			def: "", envText: "/var/lib/dflockd/fence", envWant: "/var/lib/dflockd/fence", flagArgs: []string{"--fence-state-file=/tmp/f"}, flagWant: "/tmp/f"},
 		{flag: "log-format", env: "DFLOCKD_LOG_FORMAT", get: func(o *options) any { return o.LogFormat },

@@ -277,6 +277,7 @@ type listening struct {
 	ConnectionCap  int64   `json:"connection_cap"`
 	OpenFilesLimit uint64  `json:"open_files_limit"`
 	EventLoops     int64   `json:"event_loops"`
+	GOMAXPROCS     int     `json:"gomaxprocs"`
 	Tick           float64 `json:"tick"`
 	TLS            bool    `json:"tls"`
 	Auth           bool    `json:"auth"`

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -555,6 +556,10 @@ func TestFlagsReachServer(t *testing.T) {
 		srv := startServer(t, procConfig{args: []string{"--debug", "--log-format", "json", "--event-loops", "1", "--tick", "5ms"}})
 		info := srv.listeningLine(t)
 		assert.Equal(t, int64(1), info.EventLoops)
+		if os.Getenv("GOMAXPROCS") == "" {
+			// A spare P beyond the loops (see setProcs).
+			assert.Equal(t, max(runtime.NumCPU(), 2), info.GOMAXPROCS)
+		}
 		assert.InDelta(t, 0.005, info.Tick, 1e-9)
 		c := dialServer(t, srv.addr)
 		require.Equal(t, "ok", c.do("ping", "_", "_"))

@@ -19,7 +19,7 @@
 // # Ticks
 //
 // Time is an uint64 count of ticks, in whatever unit the caller picks
-// (DefaultTick, 10 ms, for the lock server). The caller converts: TickOf for
+// (DefaultTick, 1 ms, for the lock server). The caller converts: TickOf for
 // the current tick (rounds down) and DeadlineOf for a deadline (rounds up, so
 // a timer never fires early in real time). Measure from a fixed epoch with
 // time.Since, which uses the monotonic clock.
@@ -34,7 +34,7 @@
 // # Range
 //
 // The wheel has 7 levels of 64 slots; level l's slots are 64^l ticks wide.
-// It places timers up to MaxRange ticks (about 4.3e12: 1,370 years at 10 ms)
+// It places timers up to MaxRange ticks (about 4.3e12: 137 years at 1 ms)
 // ahead of the current tick. A deadline farther away is clamped for placement
 // only: the timer is parked MaxRange ahead and placed again when that slot
 // comes due, so it still fires exactly at its deadline. There is no overflow

@@ -21,8 +21,8 @@ const (
 )
 
 // MaxRange is how far ahead of Now, in ticks, the wheel can place a timer:
-// 63 top-level slots of 2^36 ticks, about 4.3e12 ticks (1,370 years at
-// 10 ms). A timer whose deadline is farther away is parked in the farthest
+// 63 top-level slots of 2^36 ticks, about 4.3e12 ticks (137 years at
+// 1 ms). A timer whose deadline is farther away is parked in the farthest
 // slot and re-parked when that slot comes due; it keeps its real deadline
 // and fires exactly at it. It is one slot short of the full top level so that
 // the slot Now is in is never reused for a timer a full turn ahead. (So a
@@ -31,7 +31,7 @@ const (
 const MaxRange = (numSlots - 1) << topShift
 
 // DefaultTick is the tick length the lock server is designed around.
-const DefaultTick = 10 * time.Millisecond
+const DefaultTick = time.Millisecond
 
 // Timer is one pending deadline. Embed it in the struct it times out (a
 // waiter, a lease) and set Owner to a pointer to that struct, so the fire

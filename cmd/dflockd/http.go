@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/lockreactor/dflockd/lockcore"
+	"github.com/lockreactor/dflockd/reactor"
+	"github.com/lockreactor/dflockd/reactor/metrics"
+)
+
+// httpSide is the HTTP side port (--http-addr): metrics, health,
+// readiness, stats and, with --pprof, profiling.
+type httpSide struct {
+	srv *http.Server
+	ln  net.Listener
+	log *zap.Logger
+}
+
+// newRegistry registers the server's collector, the Go runtime and process
+// collectors and a build-info gauge.
+func newRegistry(srv *reactor.Server, table *lockcore.Table) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		metrics.New(srv, table),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	version, rev := buildVersion()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "dflockd_build_info",
+		Help:        "Always 1; the labels carry the module version and VCS revision.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": rev},
+	}, func() float64 { return 1 }))
+	return reg
+}
+
+// httpHandler routes the side port. /healthz and /readyz are open (load
+// balancers and orchestrators probe them); with an auth token the rest
+// needs "Authorization: Bearer <token>".
+func httpHandler(srv *reactor.Server, reg *prometheus.Registry, authToken string, withPProf bool, log *zap.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if srv.Draining() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("draining\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	guard := bearer(authToken)
+	mux.Handle("GET /metrics", guard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:          zap.NewStdLog(log),
+		ErrorHandling:     promhttp.ContinueOnError,
+		EnableOpenMetrics: true,
+	})))
+	mux.Handle("GET /v1/stats", guard(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(append(srv.StatsJSON(), '\n'))
+	})))
+	if withPProf {
+		mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/cmdline", guard(http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("/debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
+	}
+	return mux
+}
+
+// bearer wraps handlers to require the token (compared in constant time);
+// an empty token lets every request through.
+func bearer(token string) func(http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return func(h http.Handler) http.Handler {
+		if token == "" {
+			return h
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="dflockd"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+// startHTTP binds addr and serves the side port in the background.
+func startHTTP(addr string, srv *reactor.Server, table *lockcore.Table, o *options, log *zap.Logger) (*httpSide, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http side port: %w", err)
+	}
+	log = log.Named("http")
+	h := &httpSide{
+		ln:  ln,
+		log: log,
+		srv: &http.Server{
+			Handler:           httpHandler(srv, newRegistry(srv, table), o.AuthToken, o.PProf, log),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          zap.NewStdLog(log),
+		},
+	}
+	go func() {
+		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http side port stopped", zap.Error(err))
+		}
+	}()
+	return h, nil
+}
+
+// Addr is the bound address.
+func (h *httpSide) Addr() net.Addr { return h.ln.Addr() }
+
+// stop closes the side port, letting requests in flight finish briefly.
+func (h *httpSide) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		_ = h.srv.Close()
+	}
+}
