@@ -3,6 +3,7 @@ package reactor
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -49,7 +50,7 @@ func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	g.timer.Owner = g
 	now := srv.table.Now()
 	g.session.init(srv, g, now)
-	g.mt = srv.meteredForLoop(c.EventLoop())
+	g.mt = g.loop.metered()
 	c.SetContext(g)
 	g.arm(now)
 	srv.logConn("connection opened", g.owner.ID(), c.RemoteAddr())
@@ -64,7 +65,7 @@ func (h *gnetHandler) OnClose(c gnet.Conn, _ error) gnet.Action {
 	lt := g.loop
 	lt.enter()
 	lt.wheel.Remove(&g.timer)
-	g.session.close(h.srv.table.Now())
+	g.session.close(lt.clock())
 	h.srv.logConn("connection closed", g.owner.ID(), c.RemoteAddr())
 	h.leave(lt, g, gnet.None)
 	return gnet.None
@@ -88,7 +89,7 @@ func (h *gnetHandler) traffic(g *gconn) gnet.Action {
 		return gnet.Close
 	default:
 	}
-	now := h.srv.table.Now()
+	now := g.loop.clock()
 	if g.mt != nil {
 		defer g.mt.endTraffic(h.srv, now)
 	}
@@ -250,33 +251,43 @@ type loopTimers struct {
 	// queue, which costs an eventfd write, an eventfd read and another
 	// epoll round per result. A release that grants a waiter on the same
 	// loop is the common case. Other goroutines may queue too while the
-	// loop is active: it serves pending before it clears active.
+	// loop is active: it serves pending before it clears active. active is
+	// set by the loop alone and cleared only under mu with pending empty.
 	mu      sync.Mutex
-	active  bool
+	active  atomic.Bool
 	pending []*gconn
 	spare   []*gconn
 	depth   int // nesting of our callbacks (OnClose runs inside Close)
+
+	// Busy time (metrics on; see beginBusy): lm is the loop's sink.
+	lm        *loopMetrics
+	busyStart int64
+	busyDepth int32
+	fresh     bool
 }
 
 // wake delivers g's parked result: queued for the running callback when
 // the loop is active, else through gnet.
 func (lt *loopTimers) wake(g *gconn) {
-	lt.mu.Lock()
-	if lt.active {
-		lt.pending = append(lt.pending, g)
+	if lt.active.Load() {
+		lt.mu.Lock()
+		if lt.active.Load() {
+			lt.pending = append(lt.pending, g)
+			lt.mu.Unlock()
+			return
+		}
 		lt.mu.Unlock()
-		return
 	}
-	lt.mu.Unlock()
 	g.trigger()
 }
 
-// enter begins one of our callbacks on the loop.
+// enter begins one of our callbacks on the loop. (Setting active needs no
+// lock: a goroutine that sees it queues under mu, and leave takes mu
+// before it clears it.)
 func (lt *loopTimers) enter() {
 	if lt.depth == 0 {
-		lt.mu.Lock()
-		lt.active = true
-		lt.mu.Unlock()
+		lt.beginBusy()
+		lt.active.Store(true)
 	}
 	lt.depth++
 }
@@ -293,7 +304,7 @@ func (h *gnetHandler) leave(lt *loopTimers, cur *gconn, act gnet.Action) gnet.Ac
 		lt.mu.Lock()
 		batch := lt.pending
 		if len(batch) == 0 {
-			lt.active = false
+			lt.active.Store(false)
 			lt.mu.Unlock()
 			break
 		}
@@ -320,6 +331,7 @@ func (h *gnetHandler) leave(lt *loopTimers, cur *gconn, act gnet.Action) gnet.Ac
 		lt.spare = batch[:0]
 	}
 	lt.depth--
+	lt.endBusy()
 	return act
 }
 
@@ -331,6 +343,9 @@ func (s *Server) loopFor(el gnet.EventLoop) *loopTimers {
 		tick := int64(s.cfg.Tick)
 		lt = &loopTimers{srv: s, el: el, tickNs: tick, wheel: wheel.New(uint64(s.table.Now() / tick))}
 		lt.fire = func(t *wheel.Timer) { t.Owner.(*gconn).onTimer(lt.now) }
+		if s.cfg.Metrics {
+			lt.lm = s.newLoopMetrics(el)
+		}
 		s.loops[el] = lt
 	}
 	return lt
@@ -338,10 +353,12 @@ func (s *Server) loopFor(el gnet.EventLoop) *loopTimers {
 
 // Run advances the loop's wheel; it runs on the loop.
 func (lt *loopTimers) Run(context.Context) error {
-	lt.now = lt.srv.table.Now()
+	lt.beginBusy()
+	lt.now = lt.clock()
 	tick := uint64(lt.now / lt.tickNs)
 	for !lt.wheel.Advance(tick, 1024, lt.fire) {
 	}
+	lt.endBusy()
 	return nil
 }
 

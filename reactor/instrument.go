@@ -12,10 +12,11 @@ import (
 )
 
 // Request metrics are kept where the requests run, so the request path
-// takes no lock and touches no shared cache line: one sink per event loop
-// (written only by that loop) and a few sinks shared by the TLS
-// connections (spread by connection id). Writes are atomic adds on
-// memory the writer owns in practice; Metrics sums the sinks on demand.
+// takes no lock: one sink per event loop (written only by that loop, so
+// its cache lines stay with the loop) and a few sinks shared by the TLS
+// connections (spread by connection id; TLS connections on one sink do
+// share its cache lines). Writes are atomic adds; Metrics sums the sinks
+// on demand.
 
 // NumCommands and NumCodes size the request counters: every codec.Command
 // (CmdInvalid counts requests that did not decode) and codec.Code.
@@ -89,7 +90,7 @@ type sink struct {
 	reqs    [NumCommands][NumCodes]atomic.Uint64
 	latency [NumCommands]hist
 	wait    [NumCommands]hist
-	busy    atomic.Int64 // ns spent in OnTraffic (event loops only)
+	busy    atomic.Int64 // ns spent in callbacks and timer runs (event loops only)
 	_       [64]byte
 }
 
@@ -130,18 +131,17 @@ func (m *metered) endBatch(d time.Duration) {
 	b.mask = 0
 }
 
-// endTraffic closes an OnTraffic call that began at start: busy time and
-// the batch's latencies. Deferred by OnTraffic.
+// endTraffic closes a traffic call that began at start: the batch's
+// latencies. Deferred by traffic. (The loop's busy time is kept per
+// callback: beginBusy, endBusy.)
 func (m *metered) endTraffic(srv *Server, start int64) {
-	d := time.Duration(srv.table.Now() - start)
-	m.sink.busy.Add(int64(d))
 	if m.batch.mask != 0 {
-		m.endBatch(d)
+		m.endBatch(time.Duration(srv.table.Now() - start))
 	}
 }
 
-// loopMetrics is one event loop's sink, made on the loop's first
-// connection.
+// loopMetrics is one event loop's sink, made with the loop's loopTimers
+// (on its first connection).
 type loopMetrics struct {
 	metered
 	el      gnet.EventLoop
@@ -152,21 +152,65 @@ type loopMetrics struct {
 // tlsSinks is how many sinks the TLS connections share.
 const tlsSinks = 8
 
-func (s *Server) meteredForLoop(el gnet.EventLoop) *metered {
-	if !s.cfg.Metrics {
+// newLoopMetrics makes and registers el's sink (metrics on). loopFor calls
+// it once per loop and keeps it on the loop's loopTimers, so an accepted
+// connection finds its sink there without another lock.
+func (s *Server) newLoopMetrics(el gnet.EventLoop) *loopMetrics {
+	lm := &loopMetrics{el: el, created: s.table.Now()}
+	lm.sink = new(sink)
+	s.metricsMu.Lock()
+	lm.index = len(s.loopMetrics)
+	s.loopMetrics = append(s.loopMetrics, lm)
+	s.metricsMu.Unlock()
+	return lm
+}
+
+// metered is where the loop's sessions record (nil with metrics off).
+func (lt *loopTimers) metered() *metered {
+	if lt.lm == nil {
 		return nil
 	}
-	s.metricsMu.Lock()
-	defer s.metricsMu.Unlock()
-	for _, lm := range s.loopMetrics {
-		if lm.el == el {
-			return &lm.metered
-		}
+	return &lt.lm.metered
+}
+
+// Busy time: each outermost callback (OnTraffic, OnClose, with the
+// results it serves on the loop) and each connection-timer run counts from
+// its start to its end. busyDepth keeps a callback nested in a timer run
+// (a close) from counting twice. One clock reading starts the span and is
+// reused as the work's now (clock); one ends it.
+
+// beginBusy starts a busy span on the loop (metrics on).
+func (lt *loopTimers) beginBusy() {
+	if lt.lm == nil {
+		return
 	}
-	lm := &loopMetrics{el: el, index: len(s.loopMetrics), created: s.table.Now()}
-	lm.sink = new(sink)
-	s.loopMetrics = append(s.loopMetrics, lm)
-	return &lm.metered
+	if lt.busyDepth == 0 {
+		lt.busyStart = lt.srv.table.Now()
+		lt.fresh = true
+	}
+	lt.busyDepth++
+}
+
+// endBusy ends a span begun by beginBusy and, at the outermost, adds it to
+// the loop's busy time.
+func (lt *loopTimers) endBusy() {
+	if lt.lm == nil {
+		return
+	}
+	if lt.busyDepth--; lt.busyDepth == 0 {
+		lt.fresh = false
+		lt.lm.sink.busy.Add(lt.srv.table.Now() - lt.busyStart)
+	}
+}
+
+// clock returns the table clock for work on the loop: the reading that
+// began the busy span, to its first caller, else a new one.
+func (lt *loopTimers) clock() int64 {
+	if lt.fresh {
+		lt.fresh = false
+		return lt.busyStart
+	}
+	return lt.srv.table.Now()
 }
 
 func (s *Server) meteredForTLS(id uint64) *metered {
@@ -189,7 +233,8 @@ type Metrics struct {
 	// Connections is the number of open connections, TLSConnections the
 	// TLS ones among them (handshakes included).
 	Connections, TLSConnections int64
-	// Accepted counts connections accepted; Refused those closed at once
+	// Accepted counts connections accepted and served (past the
+	// connection cap and drain checks); Refused those closed at once
 	// because the server was at its connection cap or out of descriptors.
 	Accepted, Refused uint64
 	// ConnCap is the effective connection cap.
@@ -214,12 +259,14 @@ type Metrics struct {
 type LoopMetrics struct {
 	// Index numbers the loops in the order they served a first connection.
 	Index int
-	// Busy is the time spent handling read events since Since.
+	// Busy is the time the loop spent in the server's callbacks (reads,
+	// closes, results delivered on the loop) and connection-timer runs
+	// since Since.
 	Busy time.Duration
 	// Since is how long ago the loop served its first connection.
 	Since time.Duration
 	// Timers is the number of connection timers pending on the loop, or
-	// -1 if the loop did not answer in time.
+	// -1 if the loop did not answer in time (the figure is unknown, not 0).
 	Timers int
 }
 

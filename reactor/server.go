@@ -265,7 +265,6 @@ func (s *Server) Serve() error {
 			return fmt.Errorf("reactor: accept: %w", err)
 		}
 		backoff = 0
-		s.accepted.Add(1)
 		if s.draining.Load() {
 			_ = c.Close()
 			continue
@@ -276,6 +275,9 @@ func (s *Server) Serve() error {
 			s.noteRefused(1)
 			continue
 		}
+		// Past the drain and cap checks: the connection is served. (Counted
+		// before it is handed on, so a client that got a reply sees it.)
+		s.accepted.Add(1)
 		if s.cfg.TLS != nil {
 			s.startTLS(c)
 			continue

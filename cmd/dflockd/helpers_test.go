@@ -278,6 +278,7 @@ type listening struct {
 	OpenFilesLimit uint64  `json:"open_files_limit"`
 	EventLoops     int64   `json:"event_loops"`
 	GOMAXPROCS     int     `json:"gomaxprocs"`
+	GOGC           int     `json:"gogc"`
 	Tick           float64 `json:"tick"`
 	TLS            bool    `json:"tls"`
 	Auth           bool    `json:"auth"`

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,16 +86,19 @@ func httpHandler(srv *reactor.Server, reg *prometheus.Registry, authToken string
 	return mux
 }
 
-// bearer wraps handlers to require the token (compared in constant time);
-// an empty token lets every request through.
+// bearer wraps handlers to require "Authorization: Bearer <token>" (the
+// scheme in any case); an empty token lets every request through. The
+// SHA-256 digests of the presented and the configured token are compared in
+// constant time, so neither the token's bytes nor its length leak through
+// timing.
 func bearer(token string) func(http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+	want := sha256.Sum256([]byte(token))
 	return func(h http.Handler) http.Handler {
 		if token == "" {
 			return h
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			if !bearerOK(r.Header.Get("Authorization"), &want) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="dflockd"`)
 				http.Error(w, "unauthorized", http.StatusUnauthorized)
 				return
@@ -101,6 +106,17 @@ func bearer(token string) func(http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 		})
 	}
+}
+
+// bearerOK reports whether the Authorization header value carries the
+// token whose digest is want.
+func bearerOK(header string, want *[sha256.Size]byte) bool {
+	scheme, presented, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(presented))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
 // startHTTP binds addr and serves the side port in the background.

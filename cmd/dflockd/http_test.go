@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -112,11 +113,16 @@ func TestHTTPMetrics(t *testing.T) {
 	assert.Equal(t, 1.0, m[`dflockd_grants_total{namespace="lock"}`])
 	assert.Equal(t, 1.0, m[`dflockd_held{namespace="lock"}`])
 	assert.Equal(t, 1.0, m[`dflockd_requests_total{command="l",result="ok"}`])
-	assert.Equal(t, 1.0, m[`dflockd_request_duration_seconds_count{command="l"}`])
 	assert.Equal(t, 1.0, m[`dflockd_connections{transport="plain"}`])
+	// The latency is recorded after the reply's write returns, which may
+	// be after the client has read it.
+	waitSeries(t, base, "", `dflockd_request_duration_seconds_count{command="l"}`, 1)
 
+	// A timeout, 10 s from now: long enough that the waiter is still
+	// queued for the rejection below on a loaded machine.
+	const waiterTimeout = 10 * time.Second
 	waiter := dialServer(t, p.addr)
-	waiter.send("l", "k", "1") // a timeout, 1 s from now
+	waiter.send("l", "k", strconv.Itoa(int(waiterTimeout/time.Second)))
 	waitSeries(t, base, "", `dflockd_waiters{namespace="lock"}`, 1)
 	rejected := dialServer(t, p.addr)
 	assert.Equal(t, "error_max_waiters", rejected.do("l", "k", "1")) // a rejection
@@ -129,19 +135,22 @@ func TestHTTPMetrics(t *testing.T) {
 	waitSeries(t, base, "", `dflockd_held{namespace="semaphore"}`, 1)
 	sem.close() // a disconnect release
 
-	line, err := waiter.readLine(ioTimeout)
+	line, err := waiter.readLine(waiterTimeout + ioTimeout)
 	require.NoError(t, err)
 	require.Equal(t, "timeout", line)
-	m = waitSeries(t, base, "", `dflockd_lease_expiries_total{namespace="lock"}`, 1)
-	m = waitSeries(t, base, "", `dflockd_disconnect_releases_total{namespace="semaphore"}`, 1)
+	waitSeries(t, base, "", `dflockd_lease_expiries_total{namespace="lock"}`, 1)
+	waitSeries(t, base, "", `dflockd_disconnect_releases_total{namespace="semaphore"}`, 1)
+	// Closing a session releases its locks before it lowers the
+	// connection count: wait for the count itself.
+	m = waitSeries(t, base, "", `dflockd_connections{transport="plain"}`, 3) // holder, waiter, rejected
 	assert.Equal(t, 1.0, m[`dflockd_waiter_timeouts_total{namespace="lock"}`])
 	assert.Equal(t, 1.0, m[`dflockd_requests_total{command="l",result="timeout"}`])
 	assert.Equal(t, 1.0, m[`dflockd_parked_wait_seconds_count{command="l"}`])
 	assert.Equal(t, 0.0, m[`dflockd_held{namespace="semaphore"}`])
 	assert.Equal(t, 1.0, m[`dflockd_held{namespace="lock"}`])
 	assert.Equal(t, 0.0, m["dflockd_parked_requests"])
-	assert.Equal(t, 3.0, m[`dflockd_connections{transport="plain"}`], "holder, waiter, rejected")
 	assert.Greater(t, m[`dflockd_event_loop_busy_seconds_total{loop="0"}`], 0.0)
+	assert.NotContains(t, m, `dflockd_event_loop_busy_ratio{loop="0"}`)
 
 	code, body := get(t, base+"/v1/stats", "")
 	require.Equal(t, http.StatusOK, code)
@@ -229,7 +238,25 @@ func TestHTTPAuth(t *testing.T) {
 		code, _ = get(t, base+path, secret)
 		assert.Equal(t, http.StatusOK, code, path+" with the token")
 	}
-	// Basic or other schemes are refused too.
+	// The scheme is case-insensitive; Basic or other schemes are refused.
+	for header, want := range map[string]int{
+		"bearer " + secret:       http.StatusOK,
+		"BEARER " + secret:       http.StatusOK,
+		"Bearer " + secret[:5]:   http.StatusUnauthorized,
+		"Bearer":                 http.StatusUnauthorized,
+		"Bearer ":                http.StatusUnauthorized,
+		"Token " + secret:        http.StatusUnauthorized,
+		"Bearer  " + secret:      http.StatusUnauthorized,
+		"Basic eDpzM2NyZXQtdG9r": http.StatusUnauthorized,
+	} {
+		req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", header)
+		resp, err := (&http.Client{Timeout: ioTimeout}).Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, want, resp.StatusCode, "Authorization: %q", header)
+	}
 	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
 	require.NoError(t, err)
 	req.SetBasicAuth("x", secret)
@@ -237,6 +264,26 @@ func TestHTTPAuth(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+}
+
+// TestBearerOK: the token check on the header value alone.
+func TestBearerOK(t *testing.T) {
+	want := sha256.Sum256([]byte("s3cret"))
+	for header, ok := range map[string]bool{
+		"Bearer s3cret":  true,
+		"bearer s3cret":  true,
+		"bEaReR s3cret":  true,
+		"Bearer s3cre":   false,
+		"Bearer s3cretx": false,
+		"Bearer":         false,
+		"Bearer ":        false,
+		"":               false,
+		"s3cret":         false,
+		"Basic s3cret":   false,
+		"Bearers3cret":   false,
+	} {
+		assert.Equal(t, ok, bearerOK(header, &want), "%q", header)
+	}
 }
 
 func TestHTTPConfig(t *testing.T) {

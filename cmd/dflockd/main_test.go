@@ -560,6 +560,9 @@ func TestFlagsReachServer(t *testing.T) {
 			// A spare P beyond the loops (see setProcs).
 			assert.Equal(t, max(runtime.NumCPU(), 2), info.GOMAXPROCS)
 		}
+		if os.Getenv("GOGC") == "" {
+			assert.Equal(t, defaultGCPercent, info.GOGC)
+		}
 		assert.InDelta(t, 0.005, info.Tick, 1e-9)
 		c := dialServer(t, srv.addr)
 		require.Equal(t, "ok", c.do("ping", "_", "_"))

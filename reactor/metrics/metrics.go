@@ -7,7 +7,6 @@ package metrics
 
 import (
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,22 +27,16 @@ type CounterSource interface {
 }
 
 // Collector is a prometheus.Collector for one server and its table. Every
-// value is computed at scrape time.
+// value is computed at scrape time, and it keeps no state between scrapes:
+// any number of Prometheus servers may scrape it and see the same series.
 type Collector struct {
 	srv   Source
 	table CounterSource
-
-	// busy keeps each loop's busy time at the previous scrape, for the
-	// busy ratio over the scrape interval.
-	mu       sync.Mutex
-	lastBusy map[int]busyMark
 }
-
-type busyMark struct{ busy, since time.Duration }
 
 // New returns a Collector for srv and table.
 func New(srv Source, table CounterSource) *Collector {
-	return &Collector{srv: srv, table: table, lastBusy: map[int]busyMark{}}
+	return &Collector{srv: srv, table: table}
 }
 
 const ns = "dflockd"
@@ -54,7 +47,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	dConnections  = desc("connections", "Open client connections by transport (plain or tls).", "transport")
-	dAccepted     = desc("connections_accepted_total", "Client connections accepted.")
+	dAccepted     = desc("connections_accepted_total", "Client connections accepted and served: past the connection cap and the drain check (connections refused at the cap or out of descriptors, or closed while draining, are not counted).")
 	dConnCap      = desc("connection_cap", "Effective connection cap: --max-connections or the open-file limit less a reserve, whichever is lower.")
 	dRejections   = desc("rejections_total", "Requests and connections refused by a limit: max_locks and max_waiters (replies error_max_locks, error_max_waiters) and max_connections (connections closed at accept).", "reason")
 	dRequests     = desc("requests_total", "Requests answered, by command and result (the reply status; command \"invalid\" for requests that did not decode).", "command", "result")
@@ -70,9 +63,8 @@ var (
 	dParked       = desc("parked_requests", "Requests parked on a lock, waiting for a grant or their timeout.")
 	dKeys         = desc("keys", "Keys tracked (locks and semaphores, idle ones included).")
 	dMaxLocks     = desc("max_locks", "The --max-locks budget for tracked keys (0 = unlimited).")
-	dTimers       = desc("timers_pending", "Timers pending in the timing wheels: lockcore (acquire timeouts and leases) and connections (read and write timeouts).", "wheel")
-	dBusy         = desc("event_loop_busy_seconds_total", "Time each event loop spent handling read events; its rate is the loop's busy ratio.", "loop")
-	dBusyRatio    = desc("event_loop_busy_ratio", "Share of time each event loop spent handling read events since the previous scrape (since the loop started, on the first scrape).", "loop")
+	dTimers       = desc("timers_pending", "Timers pending in the timing wheels: lockcore (acquire timeouts and leases) and connections (read and write timeouts; absent from a scrape in which an event loop did not answer in time).", "wheel")
+	dBusy         = desc("event_loop_busy_seconds_total", "Time each event loop spent in the server's callbacks (reads, closes, results delivered on the loop) and connection-timer runs; its rate is the loop's busy ratio.", "loop")
 	dDraining     = desc("draining", "1 while the server drains (shutting down; not accepting new work), else 0.")
 )
 
@@ -81,7 +73,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		dConnections, dAccepted, dConnCap, dRejections, dRequests, dLatency, dWait,
 		dGrants, dHandoffs, dExpiries, dDisconnects, dWaitTimeouts, dHeld, dWaiters,
-		dParked, dKeys, dMaxLocks, dTimers, dBusy, dBusyRatio, dDraining,
+		dParked, dKeys, dMaxLocks, dTimers, dBusy, dDraining,
 	} {
 		ch <- d
 	}
@@ -153,24 +145,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(ch, dMaxLocks, float64(lc.MaxLocks))
 	gauge(ch, dTimers, float64(lc.Timers), "lockcore")
 
-	connTimers := 0
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	// A loop that did not answer in time (Timers -1) leaves the sum
+	// unknown: skip the series for this scrape rather than report it low.
+	connTimers, known := 0, true
 	for _, l := range m.Loops {
-		if l.Timers > 0 {
+		if l.Timers < 0 {
+			known = false
+		} else {
 			connTimers += l.Timers
 		}
-		loop := strconv.Itoa(l.Index)
-		counter(ch, dBusy, l.Busy.Seconds(), loop)
-		prev := c.lastBusy[l.Index]
-		ratio := 0.0
-		if wall := l.Since - prev.since; wall > 0 {
-			ratio = min(max(float64(l.Busy-prev.busy)/float64(wall), 0), 1)
-		}
-		c.lastBusy[l.Index] = busyMark{busy: l.Busy, since: l.Since}
-		gauge(ch, dBusyRatio, ratio, loop)
+		counter(ch, dBusy, l.Busy.Seconds(), strconv.Itoa(l.Index))
 	}
-	gauge(ch, dTimers, float64(connTimers), "connections")
+	if known {
+		gauge(ch, dTimers, float64(connTimers), "connections")
+	}
 }
 
 func constHistogram(d *prometheus.Desc, h *reactor.Histogram, bounds *[reactor.HistogramBuckets]time.Duration, labels ...string) prometheus.Metric {
