@@ -190,3 +190,28 @@ func TestOwnerReuseAfterClose(t *testing.T) {
 		t.Fatal("timers left")
 	}
 }
+
+// A fast-path e grant that expires before w leaves a tombstone: the key is
+// neither held nor idle, and stats lists it nowhere (not as a lock held by
+// owner 0).
+func TestStatsSkipTombstoneOnlyKeys(t *testing.T) {
+	now := int64(0)
+	tbl := fakeTable(Config{Shards: 4}, &now)
+	for _, ns := range []Namespace{Locks, Semaphores} {
+		o := NewOwner(7)
+		if r := tbl.Enqueue(o, ns, []byte("t"), 2, 1, now); r.Code != codec.CodeAcquired {
+			t.Fatalf("enqueue: %v", fmtRes(r))
+		}
+	}
+	st := tbl.Stats(now)
+	if len(st.Locks) != 1 || st.Locks[0].OwnerConnID != 7 || len(st.Semaphores) != 1 || st.Semaphores[0].Holders != 1 {
+		t.Fatalf("while held: %+v", st)
+	}
+	now = 2 * sec
+	tbl.Advance(now) // both leases end; the grants become tombstones
+	st = tbl.Stats(now)
+	if len(st.Locks)+len(st.Semaphores)+len(st.IdleLocks)+len(st.IdleSemaphores) != 0 {
+		t.Fatalf("tombstone-only keys listed: %+v", st)
+	}
+	mustInvariants(t, tbl)
+}

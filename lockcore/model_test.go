@@ -490,6 +490,8 @@ func (m *model) snapshot() Snapshot {
 			snap.IdleLocks = append(snap.IdleLocks, IdleStat{Key: k.id.name, IdleS: secondsOf(m.now - k.idleSince)})
 		case k.idle:
 			snap.IdleSemaphores = append(snap.IdleSemaphores, IdleStat{Key: k.id.name, IdleS: secondsOf(m.now - k.idleSince)})
+		case len(k.holders) == 0 && len(k.waiters) == 0:
+			// Kept only by a two-phase tombstone: listed nowhere.
 		case k.id.ns == Locks:
 			ls := LockStat{Key: k.id.name, Waiters: int64(len(k.waiters))}
 			if len(k.holders) > 0 {

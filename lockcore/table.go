@@ -435,10 +435,17 @@ func (t *Table) Stats(now int64) Snapshot {
 
 func secondsOf(ns int64) float64 { return float64(ns) / 1e9 }
 
+// snapshot appends c's keys to snap. A key kept only by a two-phase
+// tombstone (an expired grant whose owner has yet to learn it with w) has
+// no holder and no waiter: it is in neither list, as it is neither held nor
+// prunable.
 func (c *core) snapshot(now int64, snap *Snapshot) {
 	for _, k := range c.locks {
 		if k.inIdle {
 			snap.IdleLocks = append(snap.IdleLocks, IdleStat{Key: k.name, IdleS: secondsOf(now - k.idleSince)})
+			continue
+		}
+		if k.holders.n == 0 && k.waiters.n == 0 {
 			continue
 		}
 		ls := LockStat{Key: k.name, Waiters: k.waiters.n}
@@ -451,6 +458,9 @@ func (c *core) snapshot(now int64, snap *Snapshot) {
 	for _, k := range c.sems {
 		if k.inIdle {
 			snap.IdleSemaphores = append(snap.IdleSemaphores, IdleStat{Key: k.name, IdleS: secondsOf(now - k.idleSince)})
+			continue
+		}
+		if k.holders.n == 0 && k.waiters.n == 0 {
 			continue
 		}
 		snap.Semaphores = append(snap.Semaphores, SemStat{Key: k.name, Limit: k.limit, Holders: k.holders.n, Waiters: k.waiters.n})
