@@ -82,7 +82,7 @@ type node struct {
 	cont         Continuation // set while a request is parked on the node
 	token        codec.Token
 	lease        int64 // seconds
-	expires      int64 // lease deadline (ns) while holding
+	expires      int64 // lease deadline (ns) while holding; while waiting, when it joined the queue
 	state        uint8
 	twoPhase     bool // created by e and not yet consumed by a successful w
 }
@@ -434,7 +434,10 @@ func (c *core) grantWaiters(k *key, now int64) {
 		c.ctr.Waiting[k.ns]--
 		c.ctr.Handoffs[k.ns]++
 		c.wheel.Remove(&n.timer)
-		c.grant(n, now)
+		// The lease starts no earlier than the waiter joined: a releaser's
+		// now may be older than the waiter's request (read before another
+		// goroutine parked it), and a lease must not end early.
+		c.grant(n, max(now, n.expires))
 		if n.cont != nil {
 			// A parked l, or a parked w (which consumes the two-phase state).
 			c.out = append(c.out, Completion{Cont: n.cont, Result: Result{Code: codec.CodeOK, Token: n.token, Lease: n.lease}})
@@ -547,6 +550,7 @@ func (c *core) acquire(o *Owner, ns Namespace, name []byte, timeout, limit, leas
 	n.lease = lease
 	n.cont = cont
 	n.state = stWaiting
+	n.expires = now
 	k.waiters.pushBack(n)
 	c.ctr.Waiting[k.ns]++
 	c.ownerLink(n)
@@ -623,6 +627,7 @@ func (c *core) enqueue(o *Owner, ns Namespace, name []byte, limit, lease, now in
 	n.lease = lease
 	n.twoPhase = true
 	n.state = stWaiting
+	n.expires = now
 	k.waiters.pushBack(n)
 	c.ctr.Waiting[k.ns]++
 	c.ownerLink(n)

@@ -215,3 +215,34 @@ func TestStatsSkipTombstoneOnlyKeys(t *testing.T) {
 	}
 	mustInvariants(t, tbl)
 }
+
+// A release served with a clock reading older than a waiter's arrival (the
+// releaser read now, then another goroutine parked the waiter) must not
+// start the waiter's lease in the past: the lease counts from when the
+// waiter joined at the earliest, so it never ends early.
+func TestHandoffLeaseNotBeforeWaiterJoined(t *testing.T) {
+	now := int64(0)
+	tbl := fakeTable(Config{Shards: 4}, &now)
+	h, w := NewOwner(1), NewOwner(2)
+	tok := tbl.Acquire(h, Locks, []byte("k"), 0, 1, 10, nil, 0).Token
+	r := &rec{}
+	if res := tbl.Acquire(w, Locks, []byte("k"), 30, 1, 10, r, 5*sec); !res.Parked {
+		t.Fatalf("waiter: %v", fmtRes(res))
+	}
+	if code := tbl.Release(Locks, []byte("k"), tok, 3*sec); code != codec.CodeOK { // stale now
+		t.Fatalf("release: %v", code)
+	}
+	if len(r.results) != 1 || r.results[0].Code != codec.CodeOK {
+		t.Fatalf("waiter not granted: %v", r.results)
+	}
+	st := tbl.Stats(5 * sec)
+	if len(st.Locks) != 1 || st.Locks[0].OwnerConnID != 2 || st.Locks[0].LeaseExpiresInS != 10 {
+		t.Fatalf("lease from the stale release time, not the waiter's arrival: %+v", st.Locks)
+	}
+	now = 14*sec + 999*msec
+	tbl.Advance(now)
+	if st := tbl.Stats(now); len(st.Locks) != 1 {
+		t.Fatal("lease ended before 10 s after the waiter joined")
+	}
+	mustInvariants(t, tbl)
+}
