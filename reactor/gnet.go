@@ -49,7 +49,7 @@ func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	g := &gconn{c: c, loop: srv.loopFor(c.EventLoop())}
 	g.timer.Owner = g
 	now := srv.table.Now()
-	g.session.init(srv, g, now)
+	g.init(srv, g, now)
 	g.mt = g.loop.metered()
 	c.SetContext(g)
 	g.arm(now)
@@ -65,7 +65,7 @@ func (h *gnetHandler) OnClose(c gnet.Conn, _ error) gnet.Action {
 	lt := g.loop
 	lt.enter()
 	lt.wheel.Remove(&g.timer)
-	g.session.close(lt.clock())
+	g.close(lt.clock())
 	h.srv.logConn("connection closed", g.owner.ID(), c.RemoteAddr())
 	h.leave(lt, g, gnet.None)
 	return gnet.None

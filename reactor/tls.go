@@ -58,9 +58,9 @@ func (t *tlsConn) serve(s *Server) {
 		s.tlsMu.Unlock()
 	}()
 	now := s.table.Now()
-	t.session.init(s, t, now)
+	t.init(s, t, now)
 	t.mt = s.meteredForTLS(t.owner.ID())
-	defer func() { t.session.close(s.table.Now()) }()
+	defer func() { t.close(s.table.Now()) }()
 
 	hsTimeout := s.cfg.ReadTimeout
 	if hsTimeout <= 0 {

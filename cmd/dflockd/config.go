@@ -126,8 +126,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*o
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(usage)
-			fmt.Fprintln(usage, "Usage: dflockd [flags]\n\nEvery flag can also be set by the environment variable in brackets; a flag\ngiven on the command line wins.")
-			fmt.Fprintln(usage)
+			_, _ = fmt.Fprintln(usage, "Usage: dflockd [flags]\n\nEvery flag can also be set by the environment variable in brackets; a flag\ngiven on the command line wins.")
+			_, _ = fmt.Fprintln(usage)
 			fs.PrintDefaults()
 		}
 		return nil, err

@@ -427,7 +427,7 @@ func pingOK(addr string) bool {
 	if err != nil {
 		return false
 	}
-	defer nc.Close()
+	defer func() { _ = nc.Close() }()
 	_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := io.WriteString(nc, "ping\n_\n_\n"); err != nil {
 		return false

@@ -52,7 +52,7 @@ func get(t testing.TB, url, token string) (int, string) {
 	c := http.Client{Timeout: ioTimeout}
 	resp, err := c.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp.StatusCode, string(body)

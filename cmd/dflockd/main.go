@@ -94,16 +94,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "dflockd:", err)
+		_, _ = fmt.Fprintln(stderr, "dflockd:", err)
 		return 2
 	}
 	if o.Version {
-		fmt.Fprintln(stdout, versionString())
+		_, _ = fmt.Fprintln(stdout, versionString())
 		return 0
 	}
 	log, err := newLogger(o, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "dflockd:", err)
+		_, _ = fmt.Fprintln(stderr, "dflockd:", err)
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
@@ -117,7 +117,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 	if o.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
 		if err != nil {
-			fmt.Fprintf(stderr, "dflockd: invalid --tls-cert/--tls-key: %v\n", err)
+			_, _ = fmt.Fprintf(stderr, "dflockd: invalid --tls-cert/--tls-key: %v\n", err)
 			return 2
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -125,7 +125,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 
 	fence, err := newFenceState(o.FenceStateFile)
 	if err != nil {
-		fmt.Fprintf(stderr, "dflockd: invalid --fence-state-file: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "dflockd: invalid --fence-state-file: %v\n", err)
 		return 2
 	}
 

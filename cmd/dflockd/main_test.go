@@ -120,7 +120,7 @@ func TestPortInUseExits(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 
 	p := startProc(t, procConfig{args: []string{"--port", port}})
@@ -668,7 +668,7 @@ func TestTLS(t *testing.T) {
 	t.Run("plaintext client not served", func(t *testing.T) {
 		nc, err := net.DialTimeout("tcp", srv.addr, ioTimeout)
 		require.NoError(t, err)
-		defer nc.Close()
+		defer func() { _ = nc.Close() }()
 		_, err = io.WriteString(nc, "l\nk\n10\n")
 		require.NoError(t, err)
 		require.NoError(t, nc.SetReadDeadline(time.Now().Add(2*time.Second)))

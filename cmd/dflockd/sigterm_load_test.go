@@ -40,7 +40,7 @@ func TestSigtermDuringLoad(t *testing.T) {
 			if !assert.NoError(t, err) {
 				return
 			}
-			defer nc.Close()
+			defer func() { _ = nc.Close() }()
 			r := bufio.NewReader(nc)
 			// exchange sends one request and waits for its reply (the
 			// shutdown timeout bounds every wait); false when the

@@ -70,7 +70,7 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer obs.Close()
+	defer func() { _ = obs.Close() }()
 	baseG, baseHeap := runtime.NumGoroutine(), heapInuse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), limit)

@@ -109,7 +109,7 @@ func TestSoak(t *testing.T) {
 	require.Zero(t, bad, "idle connections not answering at the start: %s", how)
 	obs, err := chaos.Observe(addr)
 	require.NoError(t, err)
-	defer obs.Close()
+	defer func() { _ = obs.Close() }()
 	want := int64(len(idleConns) + 1)
 
 	s := seed()

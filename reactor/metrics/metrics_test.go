@@ -129,7 +129,7 @@ func TestEvents(t *testing.T) {
 			waiter := srv.Connect(t)
 			waiter.Request("l", "k", "10")
 			waitMetric(t, reg, "dflockd_parked_requests", 1)
-			m = waitMetric(t, reg, "dflockd_waiters{namespace=lock}", 1)
+			waitMetric(t, reg, "dflockd_waiters{namespace=lock}", 1)
 			other := srv.Connect(t)
 			require.Equal(t, codec.CodeErrorMaxWaiters.String(), other.Do("l", "k", "10"))
 			m = scrape(t, reg)
