@@ -106,7 +106,7 @@ type Ceiling struct {
 // limit is raised to the hard limit first: gnet's acceptor stops the whole
 // engine on EMFILE.
 func StartCeiling(addr string, loops int) (*Ceiling, error) {
-	raiseNoFile()
+	RaiseNoFile()
 	h := &ceilingHandler{ready: make(chan struct{})}
 	c := &Ceiling{h: h, done: make(chan struct{})}
 	opts := []gnet.Option{

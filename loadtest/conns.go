@@ -183,7 +183,7 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*Result, error) {
 	if len(cfg.Servers) == 0 {
 		return nil, errors.New("conns: no servers")
 	}
-	limit := raiseNoFile()
+	limit := RaiseNoFile()
 	if limit > 0 && uint64(cfg.Conns)+64 > limit {
 		return nil, fmt.Errorf("conns: %d connections need more than this process's open-file limit %d (keep --conns below %d)",
 			cfg.Conns, limit, int(limit)-64)

@@ -145,9 +145,9 @@ func (m *cpuMeter) stop(requests int64) *CPUStats {
 	return st
 }
 
-// raiseNoFile lifts this process's open-file soft limit to its hard limit
+// RaiseNoFile lifts this process's open-file soft limit to its hard limit
 // and returns the soft limit now in force.
-func raiseNoFile() uint64 {
+func RaiseNoFile() uint64 {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return 0

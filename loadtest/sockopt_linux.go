@@ -87,17 +87,26 @@ func readStamped(nc net.Conn, buf []byte) (int, int64, error) {
 
 // parseTimestampNS finds an SCM_TIMESTAMPNS control message.
 func parseTimestampNS(oob []byte) (int64, bool) {
+	return cmsgTimespec(oob, unix.SCM_TIMESTAMPNS)
+}
+
+// cmsgTimespec returns the first timespec of the first SOL_SOCKET control
+// message of type typ in oob, in ns since the epoch; ok is false when
+// there is none or it is zero.
+func cmsgTimespec(oob []byte, typ int32) (int64, bool) {
 	for len(oob) >= unix.SizeofCmsghdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 		l := int(h.Len)
 		if l < unix.SizeofCmsghdr || l > len(oob) {
 			return 0, false
 		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS {
+		if h.Level == unix.SOL_SOCKET && h.Type == typ {
 			data := oob[unix.CmsgLen(0):l]
 			if len(data) >= int(unsafe.Sizeof(unix.Timespec{})) {
 				ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
-				return ts.Nano(), true
+				if ns := ts.Nano(); ns > 0 {
+					return ns, true
+				}
 			}
 		}
 		oob = oob[unix.CmsgSpace(l-unix.CmsgLen(0)):]
@@ -163,22 +172,5 @@ func txStamp(nc net.Conn) (int64, bool) {
 // parseTimestamping finds an SCM_TIMESTAMPING control message and returns
 // its software stamp.
 func parseTimestamping(oob []byte) (int64, bool) {
-	for len(oob) >= unix.SizeofCmsghdr {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		l := int(h.Len)
-		if l < unix.SizeofCmsghdr || l > len(oob) {
-			return 0, false
-		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPING {
-			data := oob[unix.CmsgLen(0):l]
-			if len(data) >= int(unsafe.Sizeof(unix.Timespec{})) {
-				ts := (*unix.Timespec)(unsafe.Pointer(&data[0]))
-				if ns := ts.Nano(); ns > 0 {
-					return ns, true
-				}
-			}
-		}
-		oob = oob[unix.CmsgSpace(l-unix.CmsgLen(0)):]
-	}
-	return 0, false
+	return cmsgTimespec(oob, unix.SCM_TIMESTAMPING)
 }

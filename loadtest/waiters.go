@@ -119,7 +119,7 @@ func Waiters(ctx context.Context, cfg WaitersConfig) (*Result, error) {
 	if cfg.Spread < 0 || cfg.Spread >= time.Duration(cfg.WaitTimeout)*time.Second {
 		return nil, fmt.Errorf("waiters: spread %v must be at least 0 and shorter than the wait timeout (%ds)", cfg.Spread, cfg.WaitTimeout)
 	}
-	if limit := raiseNoFile(); limit > 0 && uint64(cfg.Waiters+2*cfg.Handoffs)+64 > limit {
+	if limit := RaiseNoFile(); limit > 0 && uint64(cfg.Waiters+2*cfg.Handoffs)+64 > limit {
 		return nil, fmt.Errorf("waiters: %d connections exceed this process's open-file limit %d", cfg.Waiters+2*cfg.Handoffs, limit)
 	}
 	stats := &WaiterStats{Waiters: cfg.Waiters, Handoffs: cfg.Handoffs}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/lockreactor/dflockd/loadtest"
 	"github.com/lockreactor/dflockd/loadtest/chaos"
 )
 
@@ -49,7 +50,7 @@ func TestSoak(t *testing.T) {
 		panic(fmt.Sprintf("soak still running %v after its -soak.duration", 15*time.Minute))
 	})
 	defer watchdog.Stop()
-	noFile := raiseNoFile()
+	noFile := loadtest.RaiseNoFile()
 	require.Greater(t, noFile, uint64(*soakIdle+1000), "open-file limit too low for %d idle connections", *soakIdle)
 	bin := *soakBinary
 	if bin == "" {
@@ -394,22 +395,6 @@ func freePort(t *testing.T) int {
 	port := ln.Addr().(*net.TCPAddr).Port
 	require.NoError(t, ln.Close())
 	return port
-}
-
-// raiseNoFile raises this process's open-file soft limit to the hard
-// limit and returns it: the soak holds both its idle connections' ends
-// here.
-func raiseNoFile() uint64 {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
-		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
-	}
-	return rl.Cur
 }
 
 func tailString(s string, n int) string {
