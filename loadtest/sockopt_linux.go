@@ -30,6 +30,12 @@ func bindNoPort(_, _ string, c syscall.RawConn) error {
 // (SO_TIMESTAMPNS), so arrival times are not blurred by when the load
 // generator gets around to reading.
 func enableRxTimestamps(nc net.Conn) bool {
+	return setSockopt(nc, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+}
+
+// setSockopt sets an integer socket option on a TCP connection and reports
+// whether it took.
+func setSockopt(nc net.Conn, level, opt, value int) bool {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		return false
@@ -40,7 +46,7 @@ func enableRxTimestamps(nc net.Conn) bool {
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		serr = unix.SetsockoptInt(int(fd), level, opt, value)
 	}); err != nil {
 		return false
 	}
@@ -120,22 +126,8 @@ func cmsgTimespec(oob []byte, typ int32) (int64, bool) {
 // being descheduled around its write. On loopback that is the moment the
 // data reaches the server's socket.
 func enableTxTimestamps(nc net.Conn) bool {
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
-		return false
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var serr error
 	flags := unix.SOF_TIMESTAMPING_TX_SOFTWARE | unix.SOF_TIMESTAMPING_SOFTWARE | unix.SOF_TIMESTAMPING_OPT_TSONLY
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPING, flags)
-	}); err != nil {
-		return false
-	}
-	return serr == nil
+	return setSockopt(nc, unix.SOL_SOCKET, unix.SO_TIMESTAMPING, flags)
 }
 
 // txStamp returns the kernel's transmit time (wall clock, ns since the
