@@ -30,6 +30,11 @@ type Result struct {
 	// Parked means no answer yet: the request waits in its key's queue and
 	// its result will be passed to the Continuation exactly once.
 	Parked bool
+	// Timer marks a result delivered by the timer driver (Advance): an
+	// acquire timeout, or a grant after a lease ran out. The goroutine
+	// delivering it fires every timer of the table, so a Continuation
+	// should hand such a result on rather than do I/O with it there.
+	Timer bool
 }
 
 // Continuation receives the result of a parked request. Complete is called

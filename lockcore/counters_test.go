@@ -62,7 +62,7 @@ func TestCounters(t *testing.T) {
 	require.True(t, tbl.Acquire(c, L, []byte("k"), 1, 1, 0, wc, now).Parked)
 	now += 1 * sec
 	tbl.Advance(now)
-	require.Equal(t, []Result{{Code: codec.CodeTimeout}}, wc.results)
+	require.Equal(t, []Result{{Code: codec.CodeTimeout, Timer: true}}, wc.results)
 	assert.Equal(t, [2]uint64{1, 0}, tbl.Counters().WaiterTimeouts)
 
 	// b holds a semaphore slot too, then disconnects: both released.

@@ -155,7 +155,11 @@ func (t *Table) shardOf(ns Namespace, name []byte) *shard {
 // unlockAndDeliver releases s and hands out the results its operation
 // produced. Completions are copied to the stack first, so delivery runs
 // without the lock.
-func (s *shard) unlockAndDeliver() {
+func (s *shard) unlockAndDeliver() { s.unlockAndDeliverFrom(false) }
+
+// unlockAndDeliverFrom is unlockAndDeliver, marking the results Timer when
+// the timer driver delivers them.
+func (s *shard) unlockAndDeliverFrom(timer bool) {
 	if len(s.c.out) == 0 {
 		s.mu.Unlock()
 		return
@@ -166,6 +170,7 @@ func (s *shard) unlockAndDeliver() {
 	s.c.out = s.c.out[:0]
 	s.mu.Unlock()
 	for _, cp := range out {
+		cp.Result.Timer = timer
 		cp.Cont.Complete(cp.Result)
 	}
 }
@@ -283,7 +288,7 @@ func (t *Table) Advance(now int64) {
 		for {
 			s.mu.Lock()
 			done := s.c.advance(now, advanceBudget)
-			s.unlockAndDeliver()
+			s.unlockAndDeliverFrom(true)
 			if done {
 				break
 			}

@@ -12,11 +12,12 @@ import (
 )
 
 // Request metrics are kept where the requests run, so the request path
-// takes no lock: one sink per event loop (written only by that loop, so
-// its cache lines stay with the loop) and a few sinks shared by the TLS
-// connections (spread by connection id; TLS connections on one sink do
-// share its cache lines). Writes are atomic adds; Metrics sums the sinks
-// on demand.
+// takes no lock: one sink per event loop (written by that loop, so its
+// cache lines stay with the loop, and by the goroutines that write a
+// parked result directly: gconn.tryDirect) and a few sinks shared by the
+// TLS connections (spread by connection id; TLS connections on one sink
+// do share its cache lines). Writes are atomic adds; Metrics sums the
+// sinks on demand.
 
 // NumCommands and NumCodes size the request counters: every codec.Command
 // (CmdInvalid counts requests that did not decode) and codec.Code.
@@ -241,6 +242,10 @@ type Metrics struct {
 	ConnCap int64
 	// Parked is the number of requests parked on a lock.
 	Parked int64
+	// DirectResults counts parked results (grants and timeouts) that the
+	// goroutine completing them wrote to the socket itself, without
+	// waking the connection's event loop (see gconn.tryDirect).
+	DirectResults uint64
 	// Draining is set once Shutdown has begun.
 	Draining bool
 	// Requests counts replies by command and status.
@@ -286,12 +291,13 @@ func (tc *timerCount) Run(context.Context) error {
 // timer count (waiting at most a few milliseconds for a busy loop).
 func (s *Server) Metrics() Metrics {
 	m := Metrics{
-		Connections: s.conns.Load(),
-		Accepted:    s.accepted.Load(),
-		Refused:     uint64(s.refused.Load()),
-		ConnCap:     s.connCap,
-		Parked:      s.parked.Load(),
-		Draining:    s.draining.Load(),
+		Connections:   s.conns.Load(),
+		Accepted:      s.accepted.Load(),
+		Refused:       uint64(s.refused.Load()),
+		ConnCap:       s.connCap,
+		Parked:        s.parked.Load(),
+		DirectResults: uint64(s.directs.Load()),
+		Draining:      s.draining.Load(),
 	}
 	s.tlsMu.Lock()
 	m.TLSConnections = int64(len(s.tlsConns))

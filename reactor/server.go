@@ -104,6 +104,7 @@ type Server struct {
 
 	conns    atomic.Int64 // open connections (all transports)
 	parked   atomic.Int64 // sessions with a parked request
+	directs  atomic.Int64 // parked results written by their completer (tryDirect)
 	nextID   atomic.Uint64
 	draining atomic.Bool
 	refused  atomic.Int64 // connections closed at accept (over a cap)

@@ -19,7 +19,9 @@ type transport interface {
 
 // session is one connection's protocol state, independent of transport.
 // Everything except resolved/result is owned by the connection's goroutine
-// (its event loop, or its TLS processor).
+// (its event loop, or its TLS processor), except that on an event loop a
+// parked session armed for direct delivery is lent to the goroutine that
+// completes its request until the loop claims it back (gconn.tryDirect).
 //
 // Every connection holds one, so field order keeps it small (152 bytes, and
 // gconn in the 256-byte size class: TestConnStateSize): word-sized fields
@@ -94,7 +96,7 @@ func (s *session) unpark(now int64) bool {
 		s.mt.sink.wait[s.parkedCmd].observe(&WaitBounds, time.Duration(now-s.parkedAt), 1)
 		s.mt.count(s.parkedCmd, s.result.Code)
 	}
-	s.appendResult(s.result)
+	s.out = appendResult(s.out, s.result)
 	s.lastProgress = now
 	s.lines = 0
 	return true
@@ -215,7 +217,7 @@ func (s *session) dispatch(req *codec.Request, now int64) {
 		return
 	}
 	s.record(req.Cmd, r.Code)
-	s.appendResult(r)
+	s.out = appendResult(s.out, r)
 }
 
 // allowedWhileDraining: release and renew still work during a drain. They
@@ -229,14 +231,15 @@ func allowedWhileDraining(c codec.Command) bool {
 	return false
 }
 
-func (s *session) appendResult(r lockcore.Result) {
+// appendResult appends the reply line for r to dst.
+func appendResult(dst []byte, r lockcore.Result) []byte {
 	switch {
 	case (r.Code == codec.CodeOK || r.Code == codec.CodeAcquired) && !r.Token.IsZero():
-		s.out = codec.AppendGrant(s.out, r.Code, r.Token, r.Lease)
+		return codec.AppendGrant(dst, r.Code, r.Token, r.Lease)
 	case r.Code == codec.CodeOK && r.Lease > 0:
-		s.out = codec.AppendRenewed(s.out, r.Lease)
+		return codec.AppendRenewed(dst, r.Lease)
 	default:
-		s.out = codec.AppendStatus(s.out, r.Code)
+		return codec.AppendStatus(dst, r.Code)
 	}
 }
 

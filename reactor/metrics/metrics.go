@@ -61,6 +61,7 @@ var (
 	dHeld         = desc("held", "Locks held and semaphore slots in use.", "namespace")
 	dWaiters      = desc("waiters", "Queued waiters: parked acquires and two-phase enqueues.", "namespace")
 	dParked       = desc("parked_requests", "Requests parked on a lock, waiting for a grant or their timeout.")
+	dDirect       = desc("parked_results_direct_total", "Parked results (grants, timeouts) written to the socket by the goroutine that completed them, without waking the connection's event loop.")
 	dKeys         = desc("keys", "Keys tracked (locks and semaphores, idle ones included).")
 	dMaxLocks     = desc("max_locks", "The --max-locks budget for tracked keys (0 = unlimited).")
 	dTimers       = desc("timers_pending", "Timers pending in the timing wheels: lockcore (acquire timeouts and leases) and connections (read and write timeouts; absent from a scrape in which an event loop did not answer in time).", "wheel")
@@ -73,7 +74,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		dConnections, dAccepted, dConnCap, dRejections, dRequests, dLatency, dWait,
 		dGrants, dHandoffs, dExpiries, dDisconnects, dWaitTimeouts, dHeld, dWaiters,
-		dParked, dKeys, dMaxLocks, dTimers, dBusy, dDraining,
+		dParked, dDirect, dKeys, dMaxLocks, dTimers, dBusy, dDraining,
 	} {
 		ch <- d
 	}
@@ -114,6 +115,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(ch, dDraining, draining)
 	gauge(ch, dParked, float64(m.Parked))
+	counter(ch, dDirect, float64(m.DirectResults))
 
 	for cmd := range m.Requests {
 		name := codec.Command(cmd).String()
