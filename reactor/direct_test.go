@@ -31,15 +31,7 @@ func TestDirectHandoffChain(t *testing.T) {
 	srv := reactortest.Start(t, twoLoops)
 	obs := srv.Dial(t)
 	const n = 8
-	conns := make([]*reactortest.Conn, n)
-	for i := range conns {
-		conns[i] = srv.Dial(t)
-	}
-	tok := lock(t, conns[0], "chain")
-	for i := 1; i < n; i++ {
-		conns[i].Request("l", "chain", "30")
-		waitLockWaiters(t, obs, "chain", i)
-	}
+	conns, tok := queueChain(t, srv, obs, "chain", n)
 	const rounds = 3 * n
 	holder := 0
 	for round := range rounds {
@@ -119,15 +111,7 @@ func TestDirectReadTimeout(t *testing.T) {
 	obs := srv.Dial(t)
 	// Several waiters, so that some live on the other loop than the holder.
 	const n = 4
-	conns := make([]*reactortest.Conn, n)
-	for i := range conns {
-		conns[i] = srv.Dial(t)
-	}
-	tok := lock(t, conns[0], "rt")
-	for i := 1; i < n; i++ {
-		conns[i].Request("l", "rt", "30")
-		waitLockWaiters(t, obs, "rt", i) // queued in index order
-	}
+	conns, tok := queueChain(t, srv, obs, "rt", n)
 	// Parked well past the read timeout: not closed (the holder and the
 	// observer keep themselves alive).
 	for range 3 {

@@ -216,3 +216,20 @@ func waitConnections(t testing.TB, srv interface{ Connections() int64 }, n int64
 	require.Eventually(t, func() bool { return srv.Connections() == n }, 5*time.Second, 5*time.Millisecond,
 		"want %d open connections, have %d", n, srv.Connections())
 }
+
+// queueChain connects n clients to srv: the first takes key (a lock), the
+// others queue behind it in index order with a 30 s timeout (checked
+// through obs). It returns the clients and the holder's token.
+func queueChain(t testing.TB, srv *reactortest.Server, obs *reactortest.Conn, key string, n int) ([]*reactortest.Conn, string) {
+	t.Helper()
+	conns := make([]*reactortest.Conn, n)
+	for i := range conns {
+		conns[i] = srv.Connect(t)
+	}
+	tok := lock(t, conns[0], key)
+	for i := 1; i < n; i++ {
+		conns[i].Request("l", key, "30")
+		waitLockWaiters(t, obs, key, i)
+	}
+	return conns, tok
+}

@@ -381,15 +381,7 @@ func TestSameLoopHandoffChain(t *testing.T) {
 	srv := reactortest.Start(t, func(c *reactortest.Config) { c.Server.Loops = 1 })
 	obs := srv.Connect(t)
 	const n = 8
-	conns := make([]*reactortest.Conn, n)
-	for i := range conns {
-		conns[i] = srv.Connect(t)
-	}
-	tok := lock(t, conns[0], "chain")
-	for i := 1; i < n; i++ {
-		conns[i].Request("l", "chain", "30")
-		waitLockWaiters(t, obs, "chain", i)
-	}
+	conns, tok := queueChain(t, srv, obs, "chain", n)
 	// Each holder releases; the next in line gets the grant, in order, and
 	// then queues again behind the others.
 	holder := 0
