@@ -10,22 +10,6 @@ import (
 	"github.com/lockreactor/dflockd/codec"
 )
 
-// checkGauges is part of the invariant walker: the Held and Waiting
-// gauges kept by increments must equal what the keys' queues hold.
-func (c *core) checkGauges() error {
-	var held, waiting [2]int64
-	for nsi, m := range []map[string]*key{c.locks, c.sems} {
-		for _, k := range m {
-			held[nsi] += k.holders.n
-			waiting[nsi] += k.waiters.n
-		}
-	}
-	if held != c.ctr.Held || waiting != c.ctr.Waiting {
-		return fmt.Errorf("gauges held %v waiting %v, queues hold %v and %v", c.ctr.Held, c.ctr.Waiting, held, waiting)
-	}
-	return nil
-}
-
 // TestCounters drives each event the counters report once and checks the
 // right counter moved.
 func TestCounters(t *testing.T) {
