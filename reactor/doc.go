@@ -12,7 +12,8 @@
 // EMFILE, so a connection flood past the open-file limit would kill the
 // server. Our accept loop caps connections below the limit, survives EMFILE,
 // and hands each accepted connection to an event loop with
-// gnet.Client.EnrollContext.
+// gnet.Client.EnrollAsync (a dflockd patch of gnet: EnrollContext without
+// waiting for the loop to register the connection).
 //
 // With Config.Metrics the sessions count replies and time read events into
 // per-loop sinks (instrument.go) that Server.Metrics sums on demand; the

@@ -1,6 +1,11 @@
 package reactor_test
 
 import (
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,4 +49,71 @@ func TestServeAfterClose(t *testing.T) {
 		}
 		srv.Close() // idempotent
 	}
+}
+
+// TestCloseDuringConnectStorm: the accept loop hands connections to the
+// event loops without waiting for them to be registered. Closing the
+// server in the middle of a connection storm must still serve or close
+// every accepted connection: none is left counted, holding a lock, or
+// holding a descriptor (a registration lost between accept and the loops'
+// exit would leave all three).
+func TestCloseDuringConnectStorm(t *testing.T) {
+	// Not parallel: it counts the process's open descriptors.
+	fdsBefore := openFDs(t)
+	table := lockcore.New(lockcore.Config{AutoRelease: true})
+	table.Start()
+	defer table.Stop()
+	for round := range 5 {
+		srv, err := reactor.New(reactor.Config{Addr: "127.0.0.1:0", Loops: 2}, table)
+		require.NoError(t, err)
+		go func() { _ = srv.Serve() }()
+		addr := srv.Addr().String()
+
+		var (
+			mu      sync.Mutex
+			clients []net.Conn
+			wg      sync.WaitGroup
+			stop    atomic.Bool
+		)
+		for d := range 4 {
+			wg.Go(func() {
+				for i := 0; !stop.Load() && i < 2000; i++ {
+					c, err := net.DialTimeout("tcp", addr, time.Second)
+					if err != nil {
+						return // the listener is closed
+					}
+					mu.Lock()
+					clients = append(clients, c)
+					mu.Unlock()
+					_, _ = fmt.Fprintf(c, "l\nstorm-%d-%d-%d\n10\n", round, d, i)
+				}
+			})
+		}
+		// Close once the storm is under way.
+		require.Eventually(t, func() bool {
+			return srv.Metrics().Accepted >= 200 && table.Counters().Held[lockcore.Locks] > 0
+		}, 10*time.Second, time.Millisecond)
+		srv.Close()
+		stop.Store(true)
+		wg.Wait()
+		require.Zero(t, srv.Connections(), "round %d: connections still counted after Close", round)
+		require.Eventually(t, func() bool {
+			c := table.Counters()
+			return c.Held[lockcore.Locks] == 0
+		}, 5*time.Second, 5*time.Millisecond, "round %d: locks of closed connections still held", round)
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}
+	require.Eventually(t, func() bool { return openFDs(t) <= fdsBefore }, 5*time.Second, 10*time.Millisecond,
+		"descriptors leaked: %d open before, %d after", fdsBefore, openFDs(t))
+}
+
+// openFDs counts the process's open descriptors.
+func openFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count descriptors here: %v", err)
+	}
+	return len(ents)
 }

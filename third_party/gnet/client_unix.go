@@ -197,85 +197,10 @@ func (cli *Client) Enroll(c net.Conn) (Conn, error) {
 
 // EnrollContext is like Enroll but also accepts an empty interface ctx that can be obtained later via Conn.Context.
 func (cli *Client) EnrollContext(c net.Conn, ctx any) (Conn, error) {
-	defer c.Close() //nolint:errcheck
-
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil, errors.New("failed to convert net.Conn to syscall.Conn")
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, errors.New("failed to get syscall.RawConn from net.Conn")
-	}
-
-	var dupFD int
-	e := rc.Control(func(fd uintptr) {
-		dupFD, err = socket.Dup(int(fd))
-	})
+	gc, el, err := cli.enroll(c, ctx)
 	if err != nil {
 		return nil, err
 	}
-	if e != nil {
-		return nil, e
-	}
-
-	if cli.opts.SocketSendBuffer > 0 {
-		if err = socket.SetSendBuffer(dupFD, cli.opts.SocketSendBuffer); err != nil {
-			return nil, err
-		}
-	}
-	if cli.opts.SocketRecvBuffer > 0 {
-		if err = socket.SetRecvBuffer(dupFD, cli.opts.SocketRecvBuffer); err != nil {
-			return nil, err
-		}
-	}
-
-	el := cli.eng.eventLoops.next(nil)
-	var (
-		sockAddr unix.Sockaddr
-		gc       *conn
-	)
-	switch c.(type) {
-	case *net.UnixConn:
-		sockAddr, _, _, err = socket.GetUnixSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
-		if err != nil {
-			return nil, err
-		}
-		ua := c.LocalAddr().(*net.UnixAddr)
-		ua.Name = c.RemoteAddr().String() + "." + strconv.Itoa(dupFD)
-		gc = newStreamConn("unix", dupFD, el, sockAddr, c.LocalAddr(), c.RemoteAddr())
-	case *net.TCPConn:
-		if cli.opts.TCPNoDelay == TCPNoDelay {
-			if err = socket.SetNoDelay(dupFD, 1); err != nil {
-				return nil, err
-			}
-		}
-		if cli.opts.TCPKeepAlive > 0 {
-			if err = setKeepAlive(
-				dupFD,
-				true,
-				cli.opts.TCPKeepAlive,
-				cli.opts.TCPKeepInterval,
-				cli.opts.TCPKeepCount); err != nil {
-				return nil, err
-			}
-		}
-		sockAddr, _, _, _, err = socket.GetTCPSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
-		if err != nil {
-			return nil, err
-		}
-		gc = newStreamConn("tcp", dupFD, el, sockAddr, c.LocalAddr(), c.RemoteAddr())
-	case *net.UDPConn:
-		sockAddr, _, _, _, err = socket.GetUDPSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
-		if err != nil {
-			return nil, err
-		}
-		gc = newUDPConn(dupFD, el, c.LocalAddr(), sockAddr, true)
-	default:
-		return nil, errorx.ErrUnsupportedProtocol
-	}
-	gc.ctx = ctx
-
 	connOpened := make(chan struct{})
 	ccb := &connWithCallback{c: gc, cb: func() {
 		close(connOpened)
@@ -288,4 +213,121 @@ func (cli *Client) EnrollContext(c net.Conn, ctx any) (Conn, error) {
 	<-connOpened
 
 	return gc, nil
+}
+
+// EnrollAsync is EnrollContext without waiting for the event loop to
+// register the connection (dflockd patch, see PATCHES.md): it returns once
+// the registration is queued, as gnet's own acceptor does, so an accept
+// loop is not held to one loop round trip per connection. If registration
+// fails on the loop (OnOpen never runs), failed is called there with the
+// descriptor already closed. c is closed (its descriptor was duplicated)
+// whatever the outcome.
+func (cli *Client) EnrollAsync(c net.Conn, ctx any, failed func()) error {
+	gc, el, err := cli.enroll(c, ctx)
+	if err != nil {
+		return err
+	}
+	ccb := &connWithCallback{c: gc, cb: func() {
+		if !gc.opened && failed != nil {
+			failed()
+		}
+	}}
+	if err = el.poller.Trigger(queue.HighPriority, el.register, ccb); err != nil {
+		gc.Close() //nolint:errcheck
+		return err
+	}
+	return nil
+}
+
+// enroll duplicates c's descriptor (closing c), applies the socket options
+// and builds the gnet connection for the loop that will own it.
+func (cli *Client) enroll(c net.Conn, ctx any) (*conn, *eventloop, error) {
+	defer c.Close() //nolint:errcheck
+
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, nil, errors.New("failed to convert net.Conn to syscall.Conn")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, nil, errors.New("failed to get syscall.RawConn from net.Conn")
+	}
+
+	dupFD := -1
+	e := rc.Control(func(fd uintptr) {
+		dupFD, err = socket.Dup(int(fd))
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if e != nil {
+		return nil, nil, e
+	}
+	// dflockd patch: upstream leaked the duplicate when a socket option
+	// failed below.
+	built := false
+	defer func() {
+		if !built {
+			_ = unix.Close(dupFD)
+		}
+	}()
+
+	if cli.opts.SocketSendBuffer > 0 {
+		if err = socket.SetSendBuffer(dupFD, cli.opts.SocketSendBuffer); err != nil {
+			return nil, nil, err
+		}
+	}
+	if cli.opts.SocketRecvBuffer > 0 {
+		if err = socket.SetRecvBuffer(dupFD, cli.opts.SocketRecvBuffer); err != nil {
+			return nil, nil, err
+		}
+	}
+
+	el := cli.eng.eventLoops.next(nil)
+	var (
+		sockAddr unix.Sockaddr
+		gc       *conn
+	)
+	switch c.(type) {
+	case *net.UnixConn:
+		sockAddr, _, _, err = socket.GetUnixSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
+		if err != nil {
+			return nil, nil, err
+		}
+		ua := c.LocalAddr().(*net.UnixAddr)
+		ua.Name = c.RemoteAddr().String() + "." + strconv.Itoa(dupFD)
+		gc = newStreamConn("unix", dupFD, el, sockAddr, c.LocalAddr(), c.RemoteAddr())
+	case *net.TCPConn:
+		if cli.opts.TCPNoDelay == TCPNoDelay {
+			if err = socket.SetNoDelay(dupFD, 1); err != nil {
+				return nil, nil, err
+			}
+		}
+		if cli.opts.TCPKeepAlive > 0 {
+			if err = setKeepAlive(
+				dupFD,
+				true,
+				cli.opts.TCPKeepAlive,
+				cli.opts.TCPKeepInterval,
+				cli.opts.TCPKeepCount); err != nil {
+				return nil, nil, err
+			}
+		}
+		sockAddr, _, _, _, err = socket.GetTCPSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
+		if err != nil {
+			return nil, nil, err
+		}
+		gc = newStreamConn("tcp", dupFD, el, sockAddr, c.LocalAddr(), c.RemoteAddr())
+	case *net.UDPConn:
+		sockAddr, _, _, _, err = socket.GetUDPSockAddr(c.RemoteAddr().Network(), c.RemoteAddr().String())
+		if err != nil {
+			return nil, nil, err
+		}
+		gc = newUDPConn(dupFD, el, c.LocalAddr(), sockAddr, true)
+	default:
+		return nil, nil, errorx.ErrUnsupportedProtocol
+	}
+	gc.ctx = ctx
+	built = true
+	return gc, el, nil
 }
