@@ -233,3 +233,48 @@ func connHolderMain() int {
 	closeAll(conns)
 	return 0
 }
+
+// TestConnectBurstSpreadsOverLoops: a burst of connections, accepted
+// faster than the loops register them, is still spread evenly over the
+// event loops (each idle connection holds one read-timeout timer on its
+// loop, so the loops' timer counts are their connection counts).
+func TestConnectBurstSpreadsOverLoops(t *testing.T) {
+	t.Parallel()
+	srv := reactortest.Start(t, func(c *reactortest.Config) {
+		c.Server.Loops = 2
+		c.Server.Metrics = true
+		c.Server.ReadTimeout = time.Minute
+	})
+	const n, dialers = 400, 8
+	conns := make([]net.Conn, n)
+	var wg sync.WaitGroup
+	for d := range dialers {
+		wg.Go(func() {
+			for i := d; i < n; i += dialers {
+				c, err := net.DialTimeout("tcp", srv.Addr, 10*time.Second)
+				if err != nil {
+					t.Errorf("dial %d: %v", i, err)
+					return
+				}
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	defer closeAll(conns)
+	waitConnections(t, srv.Server, n)
+	var counts []int
+	require.Eventually(t, func() bool {
+		counts = counts[:0]
+		sum := 0
+		for _, l := range srv.Metrics().Loops {
+			counts = append(counts, l.Timers)
+			sum += l.Timers
+		}
+		return sum == n
+	}, 5*time.Second, 10*time.Millisecond, "timers per loop: %v", counts)
+	require.Len(t, counts, 2)
+	for _, c := range counts {
+		require.InDelta(t, n/2, c, n/10, "connections per loop: %v", counts)
+	}
+}

@@ -227,13 +227,18 @@ func (cli *Client) EnrollAsync(c net.Conn, ctx any, failed func()) error {
 	if err != nil {
 		return err
 	}
+	// Counted for the least-connections balancer until registered, so a
+	// burst of connections is spread over the loops.
+	el.enrolling.Add(1)
 	ccb := &connWithCallback{c: gc, cb: func() {
+		el.enrolling.Add(-1)
 		if !gc.opened && failed != nil {
 			failed()
 		}
 	}}
 	if err = el.poller.Trigger(queue.HighPriority, el.register, ccb); err != nil {
-		gc.Close() //nolint:errcheck
+		el.enrolling.Add(-1)
+		_ = unix.Close(gc.fd) // never registered: gc.Close would need the loop
 		return err
 	}
 	return nil

@@ -25,6 +25,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,6 +48,9 @@ type eventloop struct {
 	buffer       []byte            // read packet buffer whose capacity is set by user, default value is 64KB
 	connections  connMatrix        // loop connections storage
 	eventHandler EventHandler      // user eventHandler
+	// enrolling counts connections Client.EnrollAsync has queued for this
+	// loop and the loop has not registered yet (dflockd patch).
+	enrolling atomic.Int32
 }
 
 func (el *eventloop) Register(ctx context.Context, addr net.Addr) (<-chan RegisteredResult, error) {
@@ -95,6 +99,14 @@ func (el *eventloop) getLogger() logging.Logger {
 
 func (el *eventloop) countConn() int32 {
 	return el.connections.loadCount()
+}
+
+// load is what the least-connections balancer compares: the registered
+// connections and those queued for registration (dflockd patch: without
+// them every connection of a burst enrolled with EnrollAsync went to the
+// same loop).
+func (el *eventloop) load() int32 {
+	return el.countConn() + el.enrolling.Load()
 }
 
 func (el *eventloop) closeConns() {

@@ -145,6 +145,12 @@ func (el *eventloop) countConn() int32 {
 	return atomic.LoadInt32(&el.connCount)
 }
 
+// load is what the least-connections balancer compares (dflockd patch; the
+// Unix loops also count connections queued by Client.EnrollAsync).
+func (el *eventloop) load() int32 {
+	return el.countConn()
+}
+
 func (el *eventloop) run() (err error) {
 	defer func() {
 		el.eng.shutdown(err)

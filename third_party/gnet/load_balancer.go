@@ -113,9 +113,9 @@ func (lb *roundRobinLoadBalancer) next(_ net.Addr) (el *eventloop) {
 
 func (lb *leastConnectionsLoadBalancer) next(_ net.Addr) (el *eventloop) {
 	el = lb.eventLoops[0]
-	minN := el.countConn()
+	minN := el.load() // dflockd patch: was countConn
 	for _, v := range lb.eventLoops[1:] {
-		if n := v.countConn(); n < minN {
+		if n := v.load(); n < minN {
 			minN = n
 			el = v
 		}
