@@ -102,3 +102,37 @@ func TestDirectStopping(t *testing.T) {
 	require.True(t, g.parked)
 	require.Equal(t, directOff, g.direct.Load())
 }
+
+// TestDirectWritePartial: when the socket takes only part of the line, the
+// request counts as answered (the read timeout runs again) but still holds
+// a drain back until the loop has written the rest: the rest waits in the
+// session's output, owed, and the completer asks for the loop.
+func TestDirectWritePartial(t *testing.T) {
+	g, srv, peer := directFixture(t)
+	want := string(appendResult(nil, g.result))
+	const k = 5
+	short := func(fd int, p []byte) (int, error) { return unix.Write(fd, p[:k]) }
+	g.direct.Store(directBusy) // as tryDirect leaves it for the write
+	require.False(t, g.deliverDirect(short), "the loop must write the rest")
+
+	buf := make([]byte, 256)
+	n, err := unix.Read(peer, buf)
+	require.NoError(t, err)
+	require.Equal(t, want[:k], string(buf[:n]))
+	require.Equal(t, want[k:], string(g.out), "the rest, for the loop")
+	require.False(t, g.parked)
+	require.False(t, g.resolved.Load(), "answered: the loop must not write it again")
+	require.Positive(t, g.lastProgress)
+	require.EqualValues(t, 1, srv.parked.Load(), "still holds a drain back")
+	require.Zero(t, srv.directs.Load())
+
+	// What the loop does next: write the output, then tell the session.
+	_, err = unix.Write(g.c.Fd(), g.out)
+	require.NoError(t, err)
+	g.out = g.out[:0]
+	g.sent()
+	require.Zero(t, srv.parked.Load())
+	n, err = unix.Read(peer, buf)
+	require.NoError(t, err)
+	require.Equal(t, want[k:], string(buf[:n]), "the line arrives whole, once")
+}
