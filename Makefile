@@ -33,10 +33,13 @@ fuzz-short:
 fuzz:
 	@$(MAKE) --no-print-directory fuzz-short SHORTFUZZ=$(FUZZTIME)
 
-## lint: gofmt, go vet, and golangci-lint when it can be installed.
+## lint: gofmt, go vet (also for macOS and FreeBSD), and golangci-lint when
+## it can be installed.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	GOOS=darwin $(GO) vet $(PKGS)
+	GOOS=freebsd $(GO) vet $(PKGS)
 	@if GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.6.2 2>/dev/null; then \
 		$(BIN)/golangci-lint run $(PKGS); \
 	else echo "golangci-lint could not be installed; skipped"; fi

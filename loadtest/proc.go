@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/lockreactor/dflockd/reactor"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:
@@ -146,16 +148,8 @@ func (m *cpuMeter) stop(requests int64) *CPUStats {
 }
 
 // RaiseNoFile lifts this process's open-file soft limit to its hard limit
-// and returns the soft limit now in force.
+// and returns the soft limit now in force (0 if it cannot be read).
 func RaiseNoFile() uint64 {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
-		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
-	}
-	return rl.Cur
+	n, _ := reactor.RaiseNoFile()
+	return n
 }

@@ -10,12 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/lockreactor/dflockd/reactor"
 	"github.com/lockreactor/dflockd/reactor/reactortest"
 )
 
@@ -23,22 +23,6 @@ import (
 // connection holder (connHolderMain) instead of running tests. Its value
 // is "addr n".
 const holderEnv = "DFLOCKD_REACTOR_TEST_HOLD_CONNS"
-
-// raiseNoFile raises RLIMIT_NOFILE to the hard limit and returns the new
-// soft limit.
-func raiseNoFile() (uint64, error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, err
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-			return 0, err
-		}
-	}
-	return rl.Cur, nil
-}
 
 // openConns opens n connections to addr with a few dialers at a time; each
 // does one ping. dial wraps the raw connection (TLS) or returns it as is.
@@ -116,7 +100,7 @@ func plain(nc net.Conn) (net.Conn, error) { return nc, nil }
 // TestManyConnections holds 1,000 connections at once over each transport,
 // each served a ping, and checks the server's count.
 func TestManyConnections(t *testing.T) {
-	if lim, err := raiseNoFile(); err != nil || lim < 2*1000+256 {
+	if lim, err := reactor.RaiseNoFile(); err != nil || lim < 2*1000+256 {
 		t.Skipf("RLIMIT_NOFILE %d (err %v) is below the 2,256 descriptors 1,000 loopback connections need", lim, err)
 	}
 	forTransports(t, func(t *testing.T, tr transport) {
@@ -150,7 +134,7 @@ func TestTenThousandConnections(t *testing.T) {
 		t.Skip("-short: TestManyConnections (1,000 connections) covers the same paths")
 	}
 	const n = 10_000
-	lim, err := raiseNoFile()
+	lim, err := reactor.RaiseNoFile()
 	if err != nil || lim < n+512 {
 		t.Skipf("RLIMIT_NOFILE hard limit %d (err %v) is below the %d descriptors %d connections need per process", lim, err, n+512, n)
 	}
@@ -218,7 +202,7 @@ func connHolderMain() int {
 		fmt.Fprintln(os.Stderr, "holder: bad", holderEnv, err)
 		return 2
 	}
-	if _, err := raiseNoFile(); err != nil {
+	if _, err := reactor.RaiseNoFile(); err != nil {
 		fmt.Fprintln(os.Stderr, "holder: raise RLIMIT_NOFILE:", err)
 		return 2
 	}

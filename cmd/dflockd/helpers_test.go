@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lockreactor/dflockd/reactor"
 )
 
 // The server binary is built once per test run, on first use, into a
@@ -475,13 +477,9 @@ func selfSignedCert(t testing.TB) (certFile, keyFile string, pool *x509.CertPool
 // need (up to the hard limit) and skips the test if that is not possible.
 func raiseTestNoFile(t testing.TB, need uint64) {
 	t.Helper()
-	var rl syscall.Rlimit
-	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl))
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl))
-	}
-	if rl.Cur < need {
-		t.Skipf("open-file hard limit %d is below the %d this test needs", rl.Max, need)
+	limit, err := reactor.RaiseNoFile()
+	require.NoError(t, err)
+	if limit < need {
+		t.Skipf("open-file limit %d (raised to the hard limit) is below the %d this test needs", limit, need)
 	}
 }

@@ -108,7 +108,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 	}
 	defer func() { _ = log.Sync() }()
 
-	nofile := raiseNoFile()
+	nofile, _ := reactor.RaiseNoFile()
 	loops := eventLoops(o)
 	procs := setProcs(loops, getenv)
 	gcPercent := setGCPercent(getenv)
@@ -251,21 +251,6 @@ func newLogger(o *options, stderr io.Writer) (*zap.Logger, error) {
 	}
 	core := zapcore.NewCore(enc, zapcore.AddSync(stderr), level)
 	return zap.New(core), nil
-}
-
-// raiseNoFile lifts the open-file soft limit to the hard limit, so the
-// server can hold as many connections as the system allows.
-func raiseNoFile() uint64 {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
-		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
-	}
-	return rl.Cur
 }
 
 func versionString() string {
