@@ -177,6 +177,29 @@ func TestParkedWaiterDisconnect(t *testing.T) {
 	})
 }
 
+// TestHalfCloseWhileParked: TCP cannot tell a half-close from a closed
+// client, so a client that shuts down its sending side while its request
+// waits (ncat, nc -N at the end of their input) is treated as gone: no
+// reply, the connection closes, and its request leaves the queue (a
+// documented difference from dflockd 1.10, see the README).
+func TestHalfCloseWhileParked(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		srv := tr.start(t)
+		obs := srv.Connect(t)
+		a := srv.Connect(t)
+		tok := lock(t, a, "hc")
+		b := srv.Connect(t)
+		b.Request("l", "hc", "60")
+		waitLockWaiters(t, obs, "hc", 1)
+		cw, ok := b.Conn.(interface{ CloseWrite() error })
+		require.True(t, ok, "%T has no CloseWrite", b.Conn)
+		require.NoError(t, cw.CloseWrite())
+		b.Closed(5 * time.Second)
+		waitLockWaiters(t, obs, "hc", 0)
+		require.Equal(t, rOK, a.Do("r", "hc", tok))
+	})
+}
+
 func TestAutoReleaseOff(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport) {
 		srv := tr.start(t, func(c *reactortest.Config) { c.NoAutoRelease = true })
