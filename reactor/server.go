@@ -316,7 +316,7 @@ func (s *Server) Serve() error {
 		// here run before the shutdown task Close queues after Serve
 		// returns, so none is lost.
 		if err := s.cli.EnrollAsync(c, nil, s.enrollFailed); err != nil {
-			// EnrollAsync closed c; OnOpen never runs.
+			// EnrollAsync closed c and queued nothing.
 			s.conns.Add(-1)
 			s.log.Warn("enroll connection", zap.Error(err))
 		}
@@ -405,6 +405,10 @@ func (s *Server) Close() {
 	s.stopOnce.Do(func() {
 		close(s.stopCh)
 		_ = s.ln.Close()
+		// Required before cli.Stop: Serve enrolls without waiting
+		// (EnrollAsync), and only registrations queued before the
+		// loops' shutdown task run; one queued after it would be lost
+		// with its descriptor and its count in conns.
 		s.stopAccepting()
 		if s.cli != nil {
 			s.tickWG.Wait()

@@ -218,10 +218,14 @@ func (cli *Client) EnrollContext(c net.Conn, ctx any) (Conn, error) {
 // EnrollAsync is EnrollContext without waiting for the event loop to
 // register the connection (dflockd patch, see PATCHES.md): it returns once
 // the registration is queued, as gnet's own acceptor does, so an accept
-// loop is not held to one loop round trip per connection. If registration
-// fails on the loop (OnOpen never runs), failed is called there with the
-// descriptor already closed. c is closed (its descriptor was duplicated)
-// whatever the outcome.
+// loop is not held to one loop round trip per connection. c is closed (its
+// descriptor was duplicated) whatever the outcome.
+//
+// An error means nothing was queued. Otherwise the loop either registers
+// the connection (OnOpen runs, and OnClose later) or, if it cannot, closes
+// the descriptor and calls failed. The caller must not call EnrollAsync
+// once Stop may have begun: a stopped loop never runs what is queued for
+// it, and Trigger does not report that.
 func (cli *Client) EnrollAsync(c net.Conn, ctx any, failed func()) error {
 	gc, el, err := cli.enroll(c, ctx)
 	if err != nil {
@@ -230,17 +234,17 @@ func (cli *Client) EnrollAsync(c net.Conn, ctx any, failed func()) error {
 	// Counted for the least-connections balancer until registered, so a
 	// burst of connections is spread over the loops.
 	el.enrolling.Add(1)
-	ccb := &connWithCallback{c: gc, cb: func() {
+	// Trigger queues the task before it wakes the loop, and its error
+	// reports only a failed wake-up (the eventfd is gone with the engine):
+	// either way the task is the loop's, so the error is not the caller's.
+	_ = el.poller.Trigger(queue.HighPriority, func(any) error {
+		added, err := el.register1(gc)
 		el.enrolling.Add(-1)
-		if !gc.opened && failed != nil {
+		if !added && failed != nil {
 			failed()
 		}
-	}}
-	if err = el.poller.Trigger(queue.HighPriority, el.register, ccb); err != nil {
-		el.enrolling.Add(-1)
-		_ = unix.Close(gc.fd) // never registered: gc.Close would need the loop
 		return err
-	}
+	}, nil)
 	return nil
 }
 

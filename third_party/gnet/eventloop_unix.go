@@ -224,6 +224,14 @@ func (el *eventloop) register(a any) error {
 }
 
 func (el *eventloop) register0(c *conn) error {
+	_, err := el.register1(c)
+	return err
+}
+
+// register1 is register0 that also reports whether c was added to the
+// poller, that is whether OnOpen ran (dflockd patch: Client.EnrollAsync
+// cannot tell from c afterwards, as an OnOpen that closes c resets it).
+func (el *eventloop) register1(c *conn) (added bool, err error) {
 	addEvents := el.poller.AddRead
 	if el.engine.opts.EdgeTriggeredIO {
 		addEvents = el.poller.AddReadWrite
@@ -231,13 +239,13 @@ func (el *eventloop) register0(c *conn) error {
 	if err := addEvents(&c.pollAttachment, el.engine.opts.EdgeTriggeredIO); err != nil {
 		_ = unix.Close(c.fd)
 		c.release()
-		return err
+		return false, err
 	}
 	el.connections.addConn(c, el.idx)
 	if c.isDatagram && c.remote != nil {
-		return nil
+		return true, nil
 	}
-	return el.open(c)
+	return true, el.open(c)
 }
 
 func (el *eventloop) open(c *conn) error {
