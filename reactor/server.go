@@ -173,7 +173,7 @@ func New(cfg Config, table *lockcore.Table) (*Server, error) {
 		cli, err := gnet.NewClient(&gnetHandler{srv: s},
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(cfg.Loops),
-			gnet.WithLogger(s.log.Named("gnet").Sugar()),
+			gnet.WithLogger(gnetLogger{s.log.Named("gnet").Sugar()}),
 		)
 		if err == nil {
 			err = cli.Start()
