@@ -72,6 +72,7 @@ func checkQueue(q *queue, what string) error {
 func (c *core) checkInvariants(monotonic bool) error {
 	tick := c.lim.tickNs
 	queued := make(map[*node]bool) // holders and waiters, reached from keys
+	graves := make(map[*node]bool) // tombstones, reached from keys
 	pendingTimers := 0
 	idleKeys := 0
 	tombs := make(map[*key]int64)
@@ -168,8 +169,22 @@ func (c *core) checkInvariants(monotonic bool) error {
 			if k.inIdle {
 				idleKeys++
 			}
-			if k.tombs < 0 {
-				return fmt.Errorf("%s: tombs %d", kn, k.tombs)
+			if err := checkQueue(&k.graves, kn+" graves"); err != nil {
+				return err
+			}
+			for n := k.graves.head; n != nil; n = n.knext {
+				if queued[n] || graves[n] {
+					return fmt.Errorf("%s: tombstone in two queues", kn)
+				}
+				graves[n] = true
+				switch {
+				case n.state != stExpired:
+					return fmt.Errorf("%s: node in state %d among the tombstones", kn, n.state)
+				case n.key != k:
+					return fmt.Errorf("%s: tombstone points to another key", kn)
+				case n.owner == nil:
+					return fmt.Errorf("%s: tombstone without owner", kn)
+				}
 			}
 		}
 	}
@@ -205,6 +220,8 @@ func (c *core) checkInvariants(monotonic bool) error {
 				switch {
 				case queued[n]:
 					return fmt.Errorf("%s: tombstone in a key queue", on)
+				case !graves[n]:
+					return fmt.Errorf("%s: tombstone not among its key's graves", on)
 				case n.timer.Pending():
 					return fmt.Errorf("%s: tombstone with a pending timer", on)
 				case !n.twoPhase:
@@ -230,10 +247,15 @@ func (c *core) checkInvariants(monotonic bool) error {
 			return fmt.Errorf("node of owner %d on %d/%q (state %d) missing from its owner list", n.owner.id, n.key.ns, n.key.name, n.state)
 		}
 	}
+	for n := range graves {
+		if !owned[n] {
+			return fmt.Errorf("tombstone of owner %d on %d/%q missing from its owner list", n.owner.id, n.key.ns, n.key.name)
+		}
+	}
 	for _, m := range []map[string]*key{c.locks, c.sems} {
 		for _, k := range m {
-			if k.tombs != tombs[k] {
-				return fmt.Errorf("key %d/%q: tombs %d, %d tombstones in owner lists", k.ns, k.name, k.tombs, tombs[k])
+			if k.graves.n != tombs[k] {
+				return fmt.Errorf("key %d/%q: %d graves, %d tombstones in owner lists", k.ns, k.name, k.graves.n, tombs[k])
 			}
 		}
 	}

@@ -70,7 +70,7 @@ const (
 	stFree    uint8 = iota
 	stWaiting       // in key.waiters
 	stHolding       // in key.holders
-	stExpired       // two-phase grant that expired before w: owner list only
+	stExpired       // two-phase grant that expired before w: in key.graves
 )
 
 // node is a waiter, a holder, or a two-phase tombstone: one intrusive node
@@ -131,17 +131,20 @@ type key struct {
 	limit   int64
 	holders queue
 	waiters queue
-	// tombs counts two-phase tombstones that still name this key; they pin
-	// it so that a later w can answer error_lease_expired.
-	tombs int64
-	// idle list (ordered by idleSince) while the key has no holder, waiter
-	// or tombstone.
+	// graves holds the two-phase tombstones that name this key, so that a
+	// later w can answer error_lease_expired. They do not keep the key from
+	// being idle (PROTOCOL.md: a key with no holder and no waiter is idle,
+	// reclaimable at the --max-locks cap and pruned by GC): removing the
+	// key drops them, and w then answers error_not_enqueued.
+	graves queue
+	// idle list (ordered by idleSince) while the key has no holder or
+	// waiter.
 	idleSince          int64
 	idlePrev, idleNext *key
 	inIdle             bool
 }
 
-func (k *key) idle() bool { return k.holders.n == 0 && k.waiters.n == 0 && k.tombs == 0 }
+func (k *key) idle() bool { return k.holders.n == 0 && k.waiters.n == 0 }
 
 // grantable reports whether a newcomer is granted at once: a free slot and
 // nobody queued ahead (strict FIFO).
@@ -379,6 +382,9 @@ func (c *core) removeKey(k *key) {
 }
 
 func (c *core) unlinkKey(k *key) {
+	for n := k.graves.head; n != nil; n = k.graves.head {
+		c.dropTomb(n)
+	}
 	c.idleRemove(k)
 	delete(c.table(k.ns), k.name)
 }
@@ -477,17 +483,15 @@ func (c *core) expire(n *node, now int64) {
 	c.ctr.Held[k.ns]--
 	c.wheel.Remove(&n.timer)
 	n.state = stExpired
-	k.tombs++
+	k.graves.pushBack(n)
 	c.grantWaiters(k, now)
 	c.settle(k, now)
 }
 
-func (c *core) dropTomb(n *node, now int64) {
-	k := n.key
-	k.tombs--
+func (c *core) dropTomb(n *node) {
+	n.key.graves.remove(n)
 	c.ownerUnlink(n)
 	c.freeNode(n)
-	c.settle(k, now)
 }
 
 // findHolder returns k's holder with token t, evicting it first (and
@@ -612,7 +616,7 @@ func (c *core) enqueue(o *Owner, ns Namespace, name []byte, limit, lease, now in
 			return Result{Code: codec.CodeErrorAlreadyEnqueued}
 		}
 		// A stale expired grant the client never collected: start afresh.
-		c.dropTomb(n, now)
+		c.dropTomb(n)
 	}
 	lease = c.leaseOrDefault(lease)
 	if k.grantable() {
@@ -652,12 +656,12 @@ func (c *core) wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Con
 	}
 	switch n.state {
 	case stExpired:
-		c.dropTomb(n, now)
+		c.dropTomb(n)
 		return Result{Code: codec.CodeErrorLeaseExpired}
 	case stHolding:
 		if n.expires <= now {
 			c.expire(n, now)
-			c.dropTomb(n, now)
+			c.dropTomb(n)
 			return Result{Code: codec.CodeErrorLeaseExpired}
 		}
 		n.twoPhase = false
@@ -708,7 +712,7 @@ func (c *core) closeOwner(o *Owner, now int64) {
 			c.freeNode(n)
 			c.settle(k, now)
 		case stExpired:
-			c.dropTomb(n, now)
+			c.dropTomb(n)
 		}
 		n = next
 	}

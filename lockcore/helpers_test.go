@@ -107,7 +107,8 @@ func nsPrefix(ns Namespace) string {
 // " | ". A busy key reads "L:a h[1 2e] w[3* 4e*] x1": holders and waiters by
 // owner id in queue order (0 = orphaned holder of a closed owner), "e" for
 // a two-phase entry not yet collected by w, "*" for a parked request, and
-// "xN" for N two-phase tombstones. An idle key reads "L:a idle".
+// "xN" for N two-phase tombstones. An idle key reads "L:a idle" (with
+// " xN" if tombstones name it).
 func (t *Table) dump() string {
 	var out []string
 	for i := range t.shards {
@@ -119,6 +120,9 @@ func (t *Table) dump() string {
 				b.WriteString(nsPrefix(k.ns) + k.name)
 				if k.inIdle {
 					b.WriteString(" idle")
+					if k.graves.n > 0 {
+						fmt.Fprintf(&b, " x%d", k.graves.n)
+					}
 					out = append(out, b.String())
 					continue
 				}
@@ -147,8 +151,8 @@ func (t *Table) dump() string {
 				}
 				list("h", &k.holders)
 				list("w", &k.waiters)
-				if k.tombs > 0 {
-					fmt.Fprintf(&b, " x%d", k.tombs)
+				if k.graves.n > 0 {
+					fmt.Fprintf(&b, " x%d", k.graves.n)
 				}
 				out = append(out, b.String())
 			}

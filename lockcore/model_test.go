@@ -78,7 +78,7 @@ type mKey struct {
 	shard     int
 	holders   []*mNode
 	waiters   []*mNode
-	tombs     int
+	tombs     []*mNode // two-phase tombstones; dropped with the key
 	idle      bool
 	idleSince int64
 	idleOp    int
@@ -190,7 +190,7 @@ func (m *model) reclaim(home int) bool {
 				return true
 			}
 		}
-		delete(m.keys, pick.id)
+		m.dropKey(pick)
 		return true
 	}
 	return false
@@ -232,7 +232,7 @@ func (m *model) expire(n *mNode) {
 	k.holders = del(k.holders, n, m.fail)
 	if n.twoPhase && n.owner != nil {
 		n.st = stExpired
-		k.tombs++
+		k.tombs = append(k.tombs, n)
 	} else {
 		m.unown(n)
 	}
@@ -240,8 +240,17 @@ func (m *model) expire(n *mNode) {
 }
 
 func (m *model) dropTomb(n *mNode) {
-	n.key.tombs--
+	n.key.tombs = del(n.key.tombs, n, m.fail)
 	m.unown(n)
+}
+
+// dropKey removes an idle key (reclaimed or pruned) and its tombstones: a
+// later w on it answers error_not_enqueued.
+func (m *model) dropKey(k *mKey) {
+	for len(k.tombs) > 0 {
+		m.dropTomb(k.tombs[0])
+	}
+	delete(m.keys, k.id)
 }
 
 func (m *model) findHolder(k *mKey, tok codec.Token) *mNode {
@@ -460,9 +469,9 @@ func (m *model) advance() {
 
 func (m *model) gc() int {
 	n := 0
-	for id, k := range m.keys {
+	for _, k := range m.keys {
 		if k.idle && m.now-k.idleSince >= m.gcMaxIdle {
-			delete(m.keys, id)
+			m.dropKey(k)
 			n++
 		}
 	}
@@ -472,7 +481,7 @@ func (m *model) gc() int {
 // settle records the keys that became idle in this step.
 func (m *model) settle() {
 	for _, k := range m.keys {
-		idle := len(k.holders) == 0 && len(k.waiters) == 0 && k.tombs == 0
+		idle := len(k.holders) == 0 && len(k.waiters) == 0
 		switch {
 		case idle && !k.idle:
 			k.idle, k.idleSince, k.idleOp = true, m.now, m.op
@@ -491,7 +500,7 @@ func (m *model) snapshot() Snapshot {
 		case k.idle:
 			snap.IdleSemaphores = append(snap.IdleSemaphores, IdleStat{Key: k.id.name, IdleS: secondsOf(m.now - k.idleSince)})
 		case len(k.holders) == 0 && len(k.waiters) == 0:
-			// Kept only by a two-phase tombstone: listed nowhere.
+			// Emptied in this step, idle from the next settle.
 		case k.id.ns == Locks:
 			ls := LockStat{Key: k.id.name, Waiters: int64(len(k.waiters))}
 			if len(k.holders) > 0 {
@@ -1046,9 +1055,9 @@ func (h *modelRun) align(fenceBefore uint64) {
 			h.fail("key %v missing from the core", mk.id)
 		case k.limit != mk.limit:
 			h.fail("key %v: limit %d, model %d", mk.id, k.limit, mk.limit)
-		case k.holders.n != int64(len(mk.holders)) || k.waiters.n != int64(len(mk.waiters)) || k.tombs != int64(mk.tombs):
+		case k.holders.n != int64(len(mk.holders)) || k.waiters.n != int64(len(mk.waiters)) || k.graves.n != int64(len(mk.tombs)):
 			h.fail("key %v: holders/waiters/tombs %d/%d/%d, model %d/%d/%d", mk.id,
-				k.holders.n, k.waiters.n, k.tombs, len(mk.holders), len(mk.waiters), mk.tombs)
+				k.holders.n, k.waiters.n, k.graves.n, len(mk.holders), len(mk.waiters), len(mk.tombs))
 		case k.inIdle != mk.idle:
 			h.fail("key %v: idle %v, model %v", mk.id, k.inIdle, mk.idle)
 		case mk.idle && k.idleSince != mk.idleSince:

@@ -503,13 +503,27 @@ func TestScenarioLimits(t *testing.T) {
 			{do: SE(2, "e", 3, 0), want: acq(106, 33, ""), state: "L:d h[2] | S:e h[2e]", check: keysAre(2)},
 			{do: L(3, "f", 0, 0), want: is(codec.CodeErrorMaxLocks)},
 		}},
-		{name: "max locks: a two-phase tombstone pins its key", cfg: func(c *Config) { c.MaxLocks = 1 }, steps: []step{
+		// PROTOCOL.md: a key with no holder and no waiter is idle and
+		// reclaimed before a new key is refused. An uncollected expired
+		// two-phase grant does not change that (it would let one
+		// connection fill the budget with keys stats shows nowhere): the
+		// key goes with its tombstone, and w answers error_not_enqueued.
+		{name: "gc prunes a key named only by a two-phase tombstone", steps: []step{
+			{do: SE(1, "s", 2, 1), want: acq(101, 1, "")},
+			{do: Adv(1000), state: "S:s idle x1"},
+			{do: At(60_999), check: keysAre(1)},
+			{do: GC(), want: pruned(0)},
+			{do: At(61_000)},
+			{do: GC(), want: pruned(1), state: "-", check: keysAre(0)},
+			{do: SW(1, "s", 0), want: is(codec.CodeErrorNotEnqueued)},
+			{do: SE(1, "s", 3, 1), want: acq(102, 1, ""), state: "S:s h[1e]"},
+		}},
+		{name: "max locks: a two-phase tombstone does not pin its key", cfg: func(c *Config) { c.MaxLocks = 1 }, steps: []step{
 			{do: E(1, "a", 1), want: acq(101, 1, "")},
-			{do: Adv(1000), state: "L:a x1"},
-			{do: L(2, "b", 0, 0), want: is(codec.CodeErrorMaxLocks)},
-			{do: W(1, "a", 0), want: is(codec.CodeErrorLeaseExpired), state: "L:a idle"},
+			{do: Adv(1000), state: "L:a idle x1"},
 			{do: L(2, "b", 0, 0), want: okT(102, 33, ""), state: "L:b h[2]"},
 			{do: W(1, "a", 0), want: is(codec.CodeErrorNotEnqueued)},
+			{do: E(1, "a", 1), want: is(codec.CodeErrorMaxLocks)},
 		}},
 	})
 }
@@ -602,7 +616,7 @@ func TestScenarioTwoPhase(t *testing.T) {
 		}},
 		{name: "fast-path grant expired before w", steps: []step{
 			{do: E(1, "a", 1), want: acq(101, 1, "t1")},
-			{do: Adv(1000), state: "L:a x1", check: timersAre(0)},
+			{do: Adv(1000), state: "L:a idle x1", check: timersAre(0)},
 			{do: R("a", "t1"), want: is(codec.CodeError)},
 			{do: W(1, "a", 5), want: is(codec.CodeErrorLeaseExpired), state: "L:a idle"},
 			{do: W(1, "a", 5), want: is(codec.CodeErrorNotEnqueued)},
@@ -613,7 +627,7 @@ func TestScenarioTwoPhase(t *testing.T) {
 			{do: At(500)},
 			{do: R("a", "t1"), want: is(codec.CodeOK), state: "L:a h[2e]"},
 			{do: Adv(1490), state: "L:a h[2e]"},
-			{do: Adv(1500), state: "L:a x1"},
+			{do: Adv(1500), state: "L:a idle x1"},
 			{do: W(2, "a", 0), want: is(codec.CodeErrorLeaseExpired), state: "L:a idle"},
 			{do: W(2, "a", 0), want: is(codec.CodeErrorNotEnqueued)},
 		}},
@@ -670,7 +684,7 @@ func TestScenarioTwoPhase(t *testing.T) {
 		}},
 		{name: "e after an uncollected expired grant starts afresh", steps: []step{
 			{do: E(1, "a", 1), want: acq(101, 1, "")},
-			{do: Adv(1000), state: "L:a x1"},
+			{do: Adv(1000), state: "L:a idle x1"},
 			{do: E(1, "a", 2), want: acq(102, 2, "t2"), state: "L:a h[1e]"},
 			{do: W(1, "a", 0), want: okT(102, 2, "t2")},
 		}},
@@ -707,7 +721,7 @@ func TestScenarioCloseOwner(t *testing.T) {
 			{do: SE(4, "s", 2, 0), want: acq(106, 33, "")},
 			{do: SL(2, "t", 5, 1, 0), want: okT(107, 33, "")},
 			{do: SE(1, "t", 1, 0), want: is(codec.CodeQueued),
-				state: "L:a h[1] w[2*] | L:b h[2] w[1*] | L:c h[3] w[1e] | L:d x1 | S:s h[1e 4e] | S:t h[2] w[1e]"},
+				state: "L:a h[1] w[2*] | L:b h[2] w[1*] | L:c h[3] w[1e] | L:d idle x1 | S:s h[1e 4e] | S:t h[2] w[1e]"},
 			{do: Close(1), fired: []fx{{"p2", okT(108, 33, "")}},
 				state: "L:a h[2] | L:b h[2] | L:c h[3] | L:d idle | S:s h[4e] | S:t h[2]"},
 			{do: R("a", "ta"), want: is(codec.CodeError)},

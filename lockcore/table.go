@@ -440,10 +440,9 @@ func (t *Table) Stats(now int64) Snapshot {
 
 func secondsOf(ns int64) float64 { return float64(ns) / 1e9 }
 
-// snapshot appends c's keys to snap. A key kept only by a two-phase
+// snapshot appends c's keys to snap. A key named only by a two-phase
 // tombstone (an expired grant whose owner has yet to learn it with w) has
-// no holder and no waiter: it is in neither list, as it is neither held nor
-// prunable.
+// no holder and no waiter: it is idle, and listed so.
 func (c *core) snapshot(now int64, snap *Snapshot) {
 	for _, k := range c.locks {
 		if k.inIdle {
