@@ -94,6 +94,10 @@ type hold struct {
 	state holdState
 	conn  *Conn
 	grant Grant
+	// pendingWait: Enqueue answered and no Wait has collected the place
+	// yet. Only then does Wait send w; on a hold Acquire or an earlier
+	// Wait made, the server would answer error_not_enqueued.
+	pendingWait bool
 	// expires is the local estimate of the lease's end, the deadline for a
 	// renewal's answer: measured from when the last renewal was sent (no
 	// later than the server's), or for a fresh grant from when it arrived
@@ -169,6 +173,9 @@ func (h *holder) enqueue(ctx context.Context, sp spec) (string, error) {
 		if _, err := h.granted(hd, g); err != nil {
 			return "", err
 		}
+		h.mu.Lock()
+		hd.pendingWait = true
+		h.mu.Unlock()
 		return StatusAcquired, nil
 	}
 	h.mu.Lock()
@@ -177,28 +184,43 @@ func (h *holder) enqueue(ctx context.Context, sp spec) (string, error) {
 		return "", ErrClosed
 	}
 	hd.state = stateQueued
+	hd.pendingWait = true
 	return StatusQueued, nil
 }
 
-// wait runs w/sw on the connection of the current hold.
+// wait runs w/sw on the connection of the current hold, if an Enqueue
+// left a place (or a fast-path grant) to collect. Without one it answers
+// ErrNotQueued and leaves a held lock alone.
 func (h *holder) wait(ctx context.Context, timeout time.Duration) (bool, error) {
 	h.mu.Lock()
 	hd := h.cur
-	if hd == nil || hd.state != stateQueued && hd.state != stateHeld {
+	if hd == nil || !hd.pendingWait || hd.state != stateQueued && hd.state != stateHeld {
 		h.mu.Unlock()
 		return false, ErrNotQueued
 	}
 	conn, sp := hd.conn, hd.sp
+	held := hd.state == stateHeld
 	var flags callFlags
-	if hd.state == stateHeld {
+	if held {
 		flags = keepGrant
 	}
 	h.mu.Unlock()
 	g, err := conn.wait(ctx, sp.key, sp.limit, timeout, flags)
 	if err != nil {
+		if held && ctx.Err() != nil && conn.Err() == nil {
+			// A fast-path grant is held already and the connection is
+			// fine: the caller keeps it (and may Wait again).
+			return false, ctx.Err()
+		}
 		return false, h.fail(ctx, hd, err)
 	}
-	return h.granted(hd, g)
+	ok, err := h.granted(hd, g)
+	if ok {
+		h.mu.Lock()
+		hd.pendingWait = false
+		h.mu.Unlock()
+	}
+	return ok, err
 }
 
 // granted records a grant and starts (or, after a fast-path Enqueue,

@@ -457,3 +457,59 @@ func TestLockDefaultsAndValidation(t *testing.T) {
 	}
 	require.NotErrorIs(t, lost.Err(), client.ErrLost)
 }
+
+// TestLockWaitNeverGivesAwayAHold: Wait without a place to collect (after
+// Acquire, or a second Wait) answers ErrNotQueued and leaves the lock
+// held; a Wait collecting a fast-path grant whose context ends keeps the
+// lock too.
+func TestLockWaitNeverGivesAwayAHold(t *testing.T) {
+	t.Parallel()
+	srv := start(t)
+	ctx := ctxT(t, 20*time.Second)
+	other := dial(t, srv.Addr)
+	stillHeld := func(l *client.Lock, key string) {
+		t.Helper()
+		require.True(t, held(srv, key), "the server no longer holds %s", key)
+		_, err := other.TryAcquire(ctx, key)
+		require.ErrorIs(t, err, client.ErrTimeout, "%s must stay held", key)
+		require.NoError(t, l.Err())
+		require.NotEmpty(t, l.Token())
+	}
+
+	a := &client.Lock{Key: "wa", Servers: []string{srv.Addr}}
+	ok, err := a.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = a.Wait(ctx, time.Second)
+	require.ErrorIs(t, err, client.ErrNotQueued)
+	require.False(t, ok)
+	stillHeld(a, "wa")
+	require.NoError(t, a.Release(ctx))
+
+	b := &client.Lock{Key: "wb", Servers: []string{srv.Addr}}
+	st, err := b.Enqueue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusAcquired, st)
+	ok, err = b.Wait(ctx, time.Second)
+	require.NoError(t, err)
+	require.True(t, ok)
+	ok, err = b.Wait(ctx, time.Second) // nothing left to collect
+	require.ErrorIs(t, err, client.ErrNotQueued)
+	require.False(t, ok)
+	stillHeld(b, "wb")
+	require.NoError(t, b.Release(ctx))
+
+	c := &client.Lock{Key: "wc", Servers: []string{srv.Addr}}
+	st, err = c.Enqueue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusAcquired, st)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = c.Wait(cancelled, time.Second)
+	require.ErrorIs(t, err, context.Canceled)
+	stillHeld(c, "wc")
+	ok, err = c.Wait(ctx, time.Second) // the place is still there to collect
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, c.Release(ctx))
+}
