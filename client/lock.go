@@ -92,8 +92,10 @@ func (l *Lock) Enqueue(ctx context.Context) (string, error) {
 // Wait is the second phase: it waits up to timeout (rounded up to whole
 // seconds) for the place Enqueue took. It returns (false, nil) on timeout,
 // after which the place is gone and the connection closed; ErrNotQueued
-// without an Enqueue; ErrLeaseExpired if the grant expired before Wait
-// was called.
+// when no Enqueue left a place to collect (a lock held from Acquire or an
+// earlier Wait stays held); ErrLeaseExpired if the grant expired before
+// Wait was called. If ctx ends while Wait collects a grant Enqueue already
+// got (StatusAcquired), the lock stays held and Wait may be called again.
 func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 	return l.h.wait(ctx, timeout)
 }
