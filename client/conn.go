@@ -48,6 +48,7 @@ type Conn struct {
 	long         []byte // reader-only: assembles replies longer than br's buffer
 	heartbeat    time.Duration
 	writeTimeout time.Duration
+	grace        time.Duration // replyGrace (tests shorten it)
 
 	mu        sync.Mutex
 	wbuf      []byte // requests not yet written
@@ -56,6 +57,16 @@ type Conn struct {
 	pending   fifo   // calls awaiting replies, in wire order
 	err       error  // why the connection broke; nil while usable
 	lastWrite time.Time
+	// chainEnd is the latest moment the server may answer the last
+	// pending request: replies come in order and a blocked request holds
+	// back those behind it, so a request's own timeout counts from the
+	// latest answer to the one before it.
+	chainEnd time.Time
+	// watch breaks the connection when the oldest pending request is
+	// replyGrace past its chainEnd (see watchdog); watchAt is when it is
+	// set to fire, zero when it is not armed.
+	watch   *time.Timer
+	watchAt time.Time
 
 	broken     chan struct{} // closed when err is set
 	readerDone chan struct{}
@@ -129,6 +140,7 @@ func newConn(nc, raw net.Conn, heartbeat time.Duration) *Conn {
 		br:           bufio.NewReaderSize(nc, 4096),
 		heartbeat:    heartbeat,
 		writeTimeout: DefaultWriteTimeout,
+		grace:        replyGrace,
 		lastWrite:    time.Now(),
 		broken:       make(chan struct{}),
 		readerDone:   make(chan struct{}),
@@ -188,6 +200,9 @@ type call struct {
 	reply codec.Reply // Body always nil; see body
 	body  []byte
 	err   error
+	// due is when the reply is overdue: the server should have answered
+	// by then (see Conn.chainEnd) plus replyGrace.
+	due time.Time
 }
 
 // callFlags adjust how a reply is handled.
@@ -243,6 +258,13 @@ func (f *fifo) pop() *call {
 
 func (f *fifo) len() int { return len(f.q) - f.head }
 
+func (f *fifo) peek() *call {
+	if f.head == len(f.q) {
+		return nil
+	}
+	return f.q[f.head]
+}
+
 // roundTrip sends req and waits for its reply or for ctx. The returned body
 // (stats only) belongs to the caller.
 func (c *Conn) roundTrip(ctx context.Context, req *codec.Request, key string, flags callFlags) (codec.Reply, []byte, error) {
@@ -275,12 +297,30 @@ func (c *Conn) roundTrip(ctx context.Context, req *codec.Request, key string, fl
 	return r, body, err
 }
 
+// replyGrace is how long past the latest moment the server may answer a
+// request (its own timeout, 0 for requests answered at once, counted from
+// the latest answer to the requests before it on the connection) the
+// client waits before it treats the connection as dead. The server answers
+// a timeout within milliseconds, so only a server or network that stopped
+// answering (a wedged or paused process, a half-open connection) gets
+// there: the connection is then broken with an error that matches
+// ErrClosed, failing every pending call even under a context that never
+// ends, and the server, if it is still there, drops what it held.
+const replyGrace = 10 * time.Second
+
 // enqueueLocked appends req to the write buffer and cl to the FIFO in one
 // critical section, so that wire order and FIFO order agree. It reports
 // whether the caller must flush (no other goroutine is writing).
 func (c *Conn) enqueueLocked(req *codec.Request, cl *call) bool {
 	c.wbuf = codec.AppendRequest(c.wbuf, req)
+	now := time.Now()
+	if c.pending.len() == 0 || c.chainEnd.Before(now) {
+		c.chainEnd = now
+	}
+	c.chainEnd = c.chainEnd.Add(time.Duration(req.Timeout) * time.Second)
+	cl.due = c.chainEnd.Add(c.grace)
 	c.pending.push(cl)
+	c.armWatchLocked(cl.due)
 	if c.heartbeat > 0 {
 		c.lastWrite = time.Now()
 	}
@@ -336,6 +376,9 @@ func (c *Conn) breakLocked(err error) {
 	}
 	c.err = err
 	close(c.broken)
+	if c.watch != nil {
+		c.watch.Stop()
+	}
 	_ = c.raw.Close() // never blocks, unlike a TLS close_notify
 	for cl := c.pending.pop(); cl != nil; cl = c.pending.pop() {
 		cl.err = err
@@ -346,6 +389,36 @@ func (c *Conn) breakLocked(err error) {
 		}
 	}
 	c.wbuf = c.wbuf[:0]
+}
+
+// armWatchLocked makes sure the watchdog runs no later than at.
+func (c *Conn) armWatchLocked(at time.Time) {
+	switch {
+	case c.watch == nil:
+		c.watch = time.AfterFunc(time.Until(at), c.watchdog)
+	case c.watchAt.IsZero() || at.Before(c.watchAt):
+		c.watch.Reset(time.Until(at))
+	default:
+		return
+	}
+	c.watchAt = at
+}
+
+// watchdog breaks the connection if its oldest pending call is overdue,
+// and otherwise sets itself for when that call will be.
+func (c *Conn) watchdog() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.watchAt = time.Time{}
+	cl := c.pending.peek()
+	if c.err != nil || cl == nil {
+		return
+	}
+	if time.Now().Before(cl.due) {
+		c.armWatchLocked(cl.due)
+		return
+	}
+	c.breakLocked(fmt.Errorf("%w: no reply to %s within %v of when it was due", ErrClosed, cl.cmd, c.grace))
 }
 
 func (c *Conn) fail(err error) {

@@ -276,12 +276,18 @@ func (h *holder) release(ctx context.Context) error {
 	}
 	held := hd.state == stateHeld
 	h.endLocked(hd, nil)
-	conn, g := hd.conn, hd.grant
+	conn, g, expires := hd.conn, hd.grant, hd.expires
 	h.mu.Unlock()
 	h.stopRenewer(hd)
 	var err error
 	if held {
 		err = conn.release(ctx, g)
+		if err != nil && ctx.Err() == nil && !time.Now().Before(expires) {
+			// The lease may have run out before the server saw the
+			// release (a pause longer than the renewer's margin): the
+			// hold cannot be shown to have lasted until Release.
+			err = fmt.Errorf("%w: the lease ran out before the release was answered: %w", ErrLost, err)
+		}
 	}
 	if conn != nil {
 		_ = conn.Close()

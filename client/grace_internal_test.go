@@ -1,0 +1,131 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/lockreactor/dflockd/reactor/reactortest"
+)
+
+// silentServer accepts connections and reads them, but never answers: a
+// wedged server, or a half-open connection.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestReplyGrace: a request the server never answers fails once its own
+// timeout plus the grace has passed, even with a context that never ends,
+// and the connection is closed.
+func TestReplyGrace(t *testing.T) {
+	t.Parallel()
+	addr := silentServer(t)
+	const grace = 200 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // the request's own
+		do      func(c *Conn) error
+	}{
+		{"acquire", time.Second, func(c *Conn) error {
+			_, err := c.Acquire(context.Background(), "k", time.Second)
+			return err
+		}},
+		{"release", 0, func(c *Conn) error {
+			return c.Release(context.Background(), Grant{Key: "k", Token: "00000000000000010000000000000002"})
+		}},
+		{"ping", 0, func(c *Conn) error { return c.Ping(context.Background()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Dial(addr)
+			require.NoError(t, err)
+			defer c.Close()
+			c.grace = grace
+			start := time.Now()
+			err = tc.do(c)
+			took := time.Since(start)
+			require.ErrorIs(t, err, ErrClosed)
+			require.GreaterOrEqual(t, took, tc.timeout+grace)
+			require.Less(t, took, tc.timeout+grace+5*time.Second)
+			require.Error(t, c.Err(), "the connection is closed")
+		})
+	}
+}
+
+// TestReleaseAfterLeaseRanOut: a hold whose lease ran out unnoticed (here
+// the renewer is stopped, as by a long pause) makes Release report ErrLost,
+// not just the server's error: the lock may not have been held until
+// Release.
+func TestReleaseAfterLeaseRanOut(t *testing.T) {
+	t.Parallel()
+	srv := reactortest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l := &Lock{Key: "k", LeaseTTL: 1, Servers: []string{srv.Addr}}
+	ok, err := l.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	l.h.mu.Lock()
+	hd := l.h.cur
+	l.h.mu.Unlock()
+	l.h.stopRenewer(hd)
+	time.Sleep(1500 * time.Millisecond) // the 1 s lease runs out on the server
+	err = l.Release(ctx)
+	require.ErrorIs(t, err, ErrLost)
+	require.ErrorIs(t, err, ErrServer, "the server's answer is kept")
+	require.False(t, errors.Is(err, context.DeadlineExceeded))
+}
+
+// TestReplyGraceBehindBlockedRequest: a request pipelined behind a blocked
+// one is answered only after it, so its grace counts from the blocked
+// request's timeout: the connection is not broken while the server is
+// doing what it should.
+func TestReplyGraceBehindBlockedRequest(t *testing.T) {
+	t.Parallel()
+	srv := reactortest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	holder, err := Dial(srv.Addr)
+	require.NoError(t, err)
+	defer holder.Close()
+	_, err = holder.Acquire(ctx, "k", 0)
+	require.NoError(t, err)
+
+	c, err := Dial(srv.Addr)
+	require.NoError(t, err)
+	defer c.Close()
+	c.grace = 200 * time.Millisecond
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(context.Background(), "k", 2*time.Second)
+		blocked <- err
+	}()
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.pending.len() == 1
+	}, 5*time.Second, time.Millisecond)
+	start := time.Now()
+	require.NoError(t, c.Ping(context.Background()), "answered after the blocked acquire times out")
+	require.Greater(t, time.Since(start), time.Second)
+	require.ErrorIs(t, <-blocked, ErrTimeout)
+	require.NoError(t, c.Err())
+}
