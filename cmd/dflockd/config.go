@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -187,7 +188,22 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*o
 		}
 		o.Tick = d
 	}
-	if given["auth-token"] || getenv("DFLOCKD_AUTH_TOKEN") != "" {
+	o.Host = strings.TrimSpace(o.Host)
+	if err := checkHost(o.Host); err != nil {
+		_, src := value("host", "DFLOCKD_HOST")
+		return nil, fmt.Errorf("invalid %s: %v", src, err)
+	}
+	// --auth-token and --auth-token-file are one setting: a flag given on
+	// the command line wins over the other one's environment variable.
+	// Both as flags, or both only in the environment, is an error (see
+	// validate).
+	switch {
+	case given["auth-token"] && !given["auth-token-file"]:
+		o.AuthTokenFile = ""
+	case given["auth-token-file"] && !given["auth-token"]:
+		o.AuthToken = ""
+	}
+	if o.AuthToken != "" || given["auth-token"] {
 		if strings.TrimSpace(o.AuthToken) == "" {
 			// Fail closed: an empty secret would silently turn auth off.
 			_, src := value("auth-token", "DFLOCKD_AUTH_TOKEN")
@@ -270,9 +286,12 @@ func (o *options) validate() error {
 	}
 	o.HTTPAddr = strings.TrimSpace(o.HTTPAddr)
 	if o.HTTPAddr != "" {
-		_, port, err := net.SplitHostPort(o.HTTPAddr)
+		host, port, err := net.SplitHostPort(o.HTTPAddr)
 		if err != nil {
 			return fmt.Errorf("invalid --http-addr: %q is not host:port", o.HTTPAddr)
+		}
+		if err := checkHost(host); err != nil {
+			return fmt.Errorf("invalid --http-addr: %q: %v", o.HTTPAddr, err)
 		}
 		if p, err := strconv.ParseUint(port, 10, 16); err != nil || p > 65535 {
 			return fmt.Errorf("invalid --http-addr: %q has no valid port (0..65535)", o.HTTPAddr)
@@ -280,6 +299,30 @@ func (o *options) validate() error {
 	}
 	if o.PProf && o.HTTPAddr == "" {
 		return errors.New("invalid --pprof: it needs --http-addr")
+	}
+	return nil
+}
+
+// checkHost rejects, before anything is bound, a listen host that no
+// resolver turns into an address: brackets, a colon that is not part of an
+// IPv6 address, or digits and dots that are not an IPv4 address
+// ("999.1.1.1", "127.1": an all-numeric name is not a host name, RFC 3696
+// section 2, and Go's resolver fails it without a lookup). "" means all
+// interfaces. Any other name is left to the resolver at listen time, so
+// names from /etc/hosts or DNS ("localhost") keep working; one that does
+// not resolve fails the listen, which names the flag too.
+func checkHost(h string) error {
+	if h == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return nil
+	}
+	switch {
+	case strings.ContainsAny(h, "[]"):
+		return fmt.Errorf("%q: give an IPv6 address without brackets", h)
+	case strings.Contains(h, ":"), strings.Trim(h, "0123456789.") == "":
+		return fmt.Errorf("%q is neither an IP address nor a host name", h)
 	}
 	return nil
 }

@@ -268,6 +268,87 @@ func TestParseConfigAuthTokenFile(t *testing.T) {
 	})
 }
 
+// TestParseConfigAuthTokenPrecedence: --auth-token and --auth-token-file
+// are one setting. A flag on the command line wins over the other one's
+// environment variable (which is then not read at all); both as flags, or
+// both only in the environment, is an error.
+func TestParseConfigAuthTokenPrecedence(t *testing.T) {
+	envFile := writeFile(t, "env-token", "env-file-secret\n")
+	flagFile := writeFile(t, "flag-token", "flag-file-secret\n")
+	const both = "invalid --auth-token-file: give either --auth-token or --auth-token-file, not both"
+	tests := []struct {
+		name              string
+		args              []string
+		env               map[string]string
+		wantToken         string
+		wantFile, wantErr string
+	}{
+		{name: "token flag over token file env", args: []string{"--auth-token", "flag-secret"},
+			env: map[string]string{"DFLOCKD_AUTH_TOKEN_FILE": envFile}, wantToken: "flag-secret"},
+		{name: "token file flag over token env", args: []string{"--auth-token-file", flagFile},
+			env: map[string]string{"DFLOCKD_AUTH_TOKEN": "env-secret"}, wantToken: "flag-file-secret", wantFile: flagFile},
+		// The variable that lost is ignored, whatever it holds.
+		{name: "token flag over missing token file env", args: []string{"--auth-token", "flag-secret"},
+			env: map[string]string{"DFLOCKD_AUTH_TOKEN_FILE": "/nonexistent/token"}, wantToken: "flag-secret"},
+		{name: "token file flag over blank token env", args: []string{"--auth-token-file", flagFile},
+			env: map[string]string{"DFLOCKD_AUTH_TOKEN": " \t"}, wantToken: "flag-file-secret", wantFile: flagFile},
+		// Each flag also wins over its own variable, as before.
+		{name: "both flags over both env", args: []string{"--auth-token", "flag-secret", "--auth-token-file", flagFile},
+			env: map[string]string{"DFLOCKD_AUTH_TOKEN": "env-secret", "DFLOCKD_AUTH_TOKEN_FILE": envFile}, wantErr: both},
+		{name: "both flags", args: []string{"--auth-token", "flag-secret", "--auth-token-file", flagFile}, wantErr: both},
+		{name: "both env", env: map[string]string{"DFLOCKD_AUTH_TOKEN": "env-secret", "DFLOCKD_AUTH_TOKEN_FILE": envFile}, wantErr: both},
+		{name: "token flag and its env with token file env",
+			args: []string{"--auth-token", "flag-secret"},
+			env:  map[string]string{"DFLOCKD_AUTH_TOKEN": "env-secret", "DFLOCKD_AUTH_TOKEN_FILE": envFile}, wantToken: "flag-secret"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parse(t, tt.args, tt.env)
+			if tt.wantErr != "" {
+				require.EqualError(t, err, tt.wantErr)
+				assert.Nil(t, o)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantToken, o.AuthToken)
+			assert.Equal(t, tt.wantFile, o.AuthTokenFile)
+		})
+	}
+}
+
+// TestParseConfigHost: an address that can never be listened on is
+// rejected before binding; names are left to the resolver.
+func TestParseConfigHost(t *testing.T) {
+	for _, h := range []string{"localhost", "", "0.0.0.0", "127.0.0.1", "::", "::1", "fe80::1%lo", "::ffff:127.0.0.1",
+		"db-1.example.com", "my_host", "1a.example", "nosuchhost.invalid"} {
+		o, err := parse(t, []string{"--host", h}, nil)
+		require.NoError(t, err, "%q", h)
+		assert.Equal(t, h, o.Host)
+	}
+	o, err := parse(t, []string{"--host", " 127.0.0.1\t"}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1", o.Host, "trimmed like the numbers")
+
+	for h, want := range map[string]string{
+		"999.1.1.1":  `invalid --host: "999.1.1.1" is neither an IP address nor a host name`,
+		"1.2.3.4.5":  `invalid --host: "1.2.3.4.5" is neither an IP address nor a host name`,
+		"127.1":      `invalid --host: "127.1" is neither an IP address nor a host name`,
+		"1::2::3":    `invalid --host: "1::2::3" is neither an IP address nor a host name`,
+		"host:6388":  `invalid --host: "host:6388" is neither an IP address nor a host name`,
+		"[::1]":      `invalid --host: "[::1]": give an IPv6 address without brackets`,
+		"127.0.0.01": `invalid --host: "127.0.0.01" is neither an IP address nor a host name`,
+	} {
+		_, err := parse(t, []string{"--host", h}, nil)
+		require.EqualError(t, err, want)
+	}
+	_, err = parse(t, nil, map[string]string{"DFLOCKD_HOST": "999.1.1.1"})
+	require.EqualError(t, err, `invalid DFLOCKD_HOST (--host): "999.1.1.1" is neither an IP address nor a host name`)
+	// The flag wins: a bad variable is not read.
+	o, err = parse(t, []string{"--host", "localhost"}, map[string]string{"DFLOCKD_HOST": "999.1.1.1"})
+	require.NoError(t, err)
+	assert.Equal(t, "localhost", o.Host)
+}
+
 // TestParseConfigErrors: every bad value is one error line that names the
 // flag (and the variable when it came from the environment).
 func TestParseConfigErrors(t *testing.T) {
@@ -313,7 +394,14 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "token file empty first line", args: []string{"--auth-token-file", emptyToken}, want: []string{"--auth-token-file"}},
 		{name: "token file env missing", env: map[string]string{"DFLOCKD_AUTH_TOKEN_FILE": filepath.Join(dir, "nope")}, want: []string{"--auth-token-file"}},
 		{name: "token and token file", args: []string{"--auth-token", "x", "--auth-token-file", token}, want: []string{"--auth-token-file", "--auth-token"}},
-		{name: "token flag and token file env", args: []string{"--auth-token", "x"}, env: map[string]string{"DFLOCKD_AUTH_TOKEN_FILE": token}, want: []string{"--auth-token"}},
+		{name: "token env and token file env", env: map[string]string{"DFLOCKD_AUTH_TOKEN": "x", "DFLOCKD_AUTH_TOKEN_FILE": token}, want: []string{"--auth-token-file", "--auth-token"}},
+		{name: "host not an address", args: []string{"--host", "999.1.1.1"}, want: []string{"--host", `"999.1.1.1"`}},
+		{name: "host short form", args: []string{"--host", "127.1"}, want: []string{"--host", `"127.1"`}},
+		{name: "host all digits", args: []string{"--host", "2130706433"}, want: []string{"--host"}},
+		{name: "host bad ipv6", args: []string{"--host", "1::2::3"}, want: []string{"--host", `"1::2::3"`}},
+		{name: "host in brackets", args: []string{"--host", "[::1]"}, want: []string{"--host", "brackets"}},
+		{name: "host env not an address", env: map[string]string{"DFLOCKD_HOST": "300.0.0.1"}, want: []string{"DFLOCKD_HOST", "--host", `"300.0.0.1"`}},
+		{name: "http addr bad host", args: []string{"--http-addr", "999.1.1.1:9090"}, want: []string{"--http-addr", `"999.1.1.1"`}},
 		{name: "empty auth token", args: []string{"--auth-token="}, want: []string{"--auth-token"}},
 		{name: "blank auth token", args: []string{"--auth-token", "  "}, want: []string{"--auth-token"}},
 		{name: "blank auth token env", env: map[string]string{"DFLOCKD_AUTH_TOKEN": " \t"}, want: []string{"DFLOCKD_AUTH_TOKEN", "--auth-token"}},

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -119,12 +118,9 @@ func bearerOK(header string, want *[sha256.Size]byte) bool {
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
-// startHTTP binds addr and serves the side port in the background.
-func startHTTP(addr string, srv *reactor.Server, table *lockcore.Table, o *options, log *zap.Logger) (*httpSide, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("http side port: %w", err)
-	}
+// startHTTP serves the side port on ln (bound by the caller) in the
+// background.
+func startHTTP(ln net.Listener, srv *reactor.Server, table *lockcore.Table, o *options, log *zap.Logger) *httpSide {
 	log = log.Named("http")
 	h := &httpSide{
 		ln:  ln,
@@ -141,7 +137,7 @@ func startHTTP(addr string, srv *reactor.Server, table *lockcore.Table, o *optio
 			log.Error("http side port stopped", zap.Error(err))
 		}
 	}()
-	return h, nil
+	return h
 }
 
 // Addr is the bound address.

@@ -327,14 +327,15 @@ func TestHTTPConfig(t *testing.T) {
 	}
 }
 
-// TestHTTPAddrInUse: a side port that cannot be bound stops the start.
+// TestHTTPAddrInUse: a side port that cannot be bound stops the start
+// with one line naming --http-addr, before anything else is logged.
 func TestHTTPAddrInUse(t *testing.T) {
 	t.Parallel()
 	_, base := startHTTPServer(t)
 	addr := strings.TrimPrefix(base, "http://")
 	p := startProc(t, procConfig{args: []string{"--port", "0", "--http-addr", addr}})
-	assert.NotEqual(t, 0, p.waitExit(t, 10*time.Second))
-	assert.Contains(t, p.stderr.String(), "address already in use")
+	assert.Equal(t, 1, p.waitExit(t, 10*time.Second))
+	assert.Equal(t, "dflockd: cannot listen on --http-addr "+addr+": address already in use\n", p.stderr.String())
 }
 
 // TestVersionVCS: a binary built with VCS stamping prints the revision it

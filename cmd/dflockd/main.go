@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -149,6 +150,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
+	// The side port is bound first: the reactor logs as it starts its
+	// event loops, and a failure to listen must be the only line.
+	var httpLn net.Listener
+	if o.HTTPAddr != "" {
+		httpLn, err = net.Listen("tcp", o.HTTPAddr)
+		if err != nil {
+			_, _ = fmt.Fprintf(stderr, "dflockd: cannot listen on --http-addr %s: %s\n", quoteEmpty(o.HTTPAddr), listenFailure(err))
+			return 1
+		}
+	}
 	addr := net.JoinHostPort(o.Host, strconv.FormatInt(o.Port, 10))
 	srv, err := reactor.New(reactor.Config{
 		Addr:           addr,
@@ -162,17 +173,19 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 		Metrics:        o.HTTPAddr != "",
 	}, table)
 	if err != nil {
+		if httpLn != nil {
+			_ = httpLn.Close()
+		}
+		if opErr := (*net.OpError)(nil); errors.As(err, &opErr) && opErr.Op == "listen" {
+			_, _ = fmt.Fprintf(stderr, "dflockd: cannot listen on --host %s --port %d: %s\n", quoteEmpty(o.Host), o.Port, listenFailure(err))
+			return 1
+		}
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
 	httpAddr := ""
-	if o.HTTPAddr != "" {
-		side, err := startHTTP(o.HTTPAddr, srv, table, o, log)
-		if err != nil {
-			log.Error("cannot start", zap.Error(err))
-			srv.Close()
-			return 1
-		}
+	if httpLn != nil {
+		side := startHTTP(httpLn, srv, table, o, log)
 		// Stopped last: /readyz answers 503 for the whole drain.
 		defer side.stop()
 		httpAddr = side.Addr().String()
@@ -233,6 +246,32 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 	<-served
 	log.Info("stopped")
 	return 0
+}
+
+// listenFailure is the reason in a failed listen's error, without the
+// address (the caller names the flags): the system's text ("address
+// already in use", "permission denied", "cannot assign requested
+// address") or the resolver's ("lookup db1 on 10.0.0.53:53: no such
+// host").
+func listenFailure(err error) string {
+	var sysErr *os.SyscallError
+	if errors.As(err, &sysErr) {
+		return sysErr.Err.Error()
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		return opErr.Err.Error()
+	}
+	return err.Error()
+}
+
+// quoteEmpty quotes s if it is empty or holds blanks, so a flag's value
+// stays visible in a message.
+func quoteEmpty(s string) string {
+	if s == "" || strings.ContainsAny(s, " \t") {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func newLogger(o *options, stderr io.Writer) (*zap.Logger, error) {

@@ -80,6 +80,11 @@ func TestBadConfigurationExits(t *testing.T) {
 		{name: "cert file missing", args: []string{"--tls-cert", filepath.Join(dir, "nope.pem"), "--tls-key", keyFile}, want: []string{"--tls-cert"}},
 		{name: "token file missing", args: []string{"--auth-token-file", filepath.Join(dir, "nope")}, want: []string{"--auth-token-file"}},
 		{name: "token and token file", args: []string{"--auth-token", "x", "--auth-token-file", token}, want: []string{"--auth-token-file"}},
+		{name: "token and token file env", env: []string{"DFLOCKD_AUTH_TOKEN=x", "DFLOCKD_AUTH_TOKEN_FILE=" + token}, want: []string{"--auth-token-file"}},
+		{name: "host not an address", args: []string{"--host", "999.1.1.1"}, want: []string{"invalid --host", `"999.1.1.1"`}},
+		{name: "host env not an address", env: []string{"DFLOCKD_HOST=999.1.1.1"}, want: []string{"invalid DFLOCKD_HOST (--host)", `"999.1.1.1"`}},
+		{name: "host in brackets", args: []string{"--host", "[::1]"}, want: []string{"invalid --host", "brackets"}},
+		{name: "http addr host not an address", args: []string{"--http-addr", "999.1.1.1:0"}, want: []string{"invalid --http-addr"}},
 		{name: "log format", args: []string{"--log-format", "xml"}, want: []string{"--log-format"}},
 		{name: "tick", args: []string{"--tick", "2s"}, want: []string{"--tick"}},
 		{name: "tick env", env: []string{"DFLOCKD_TICK=fast"}, want: []string{"DFLOCKD_TICK", "--tick"}},
@@ -116,18 +121,44 @@ func TestBadConfigurationExits(t *testing.T) {
 	}
 }
 
-func TestPortInUseExits(t *testing.T) {
+// TestListenFailureExits: a port that cannot be bound, or a host that does
+// not resolve, exits 1 with exactly one stderr line naming the flags and
+// keeping the system's reason. (An address that can never be bound is
+// invalid configuration: see TestBadConfigurationExits.)
+func TestListenFailureExits(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer func() { _ = ln.Close() }()
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	t.Cleanup(func() { _ = ln.Close() }) // after the parallel subtests
+	inUse := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	free := strconv.Itoa(freePort(t))
 
-	p := startProc(t, procConfig{args: []string{"--port", port}})
-	assert.NotEqual(t, 0, p.waitExit(t, 10*time.Second))
-	stderr := p.stderr.String()
-	assert.Contains(t, stderr, "address already in use")
-	assert.Contains(t, stderr, port)
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		want string // the stderr line, a regexp
+	}{
+		{name: "port in use", args: []string{"--port", inUse},
+			want: `dflockd: cannot listen on --host 127\.0\.0\.1 --port ` + inUse + `: address already in use`},
+		{name: "port env in use", env: []string{"DFLOCKD_PORT=" + inUse},
+			want: `dflockd: cannot listen on --host 127\.0\.0\.1 --port ` + inUse + `: address already in use`},
+		{name: "http addr in use", args: []string{"--port", free, "--http-addr", "127.0.0.1:" + inUse},
+			want: `dflockd: cannot listen on --http-addr 127\.0\.0\.1:` + inUse + `: address already in use`},
+		// .invalid never resolves (RFC 2606); the resolver's reason
+		// (no such host, or a timeout without DNS) is kept.
+		{name: "host does not resolve", args: []string{"--host", "nosuchhost.invalid", "--port", free},
+			want: `dflockd: cannot listen on --host nosuchhost\.invalid --port ` + free + `: lookup nosuchhost\.invalid\b[^\n]*`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := startProc(t, procConfig{args: tt.args, env: tt.env})
+			assert.Equal(t, 1, p.waitExit(t, 30*time.Second), "exit code")
+			assert.Empty(t, p.stdout.String(), "stdout")
+			assert.Regexp(t, `^`+tt.want+`\n$`, p.stderr.String())
+		})
+	}
 }
 
 func TestVersion(t *testing.T) {
@@ -472,6 +503,35 @@ func TestEnvironmentConfiguration(t *testing.T) {
 		requireGrant(t, c.do("l", "k", "10"), 9)
 	})
 
+	// --auth-token and --auth-token-file are one setting: the one given
+	// as a flag wins over the other's variable (both as flags, or both
+	// as variables, is an error: see TestBadConfigurationExits).
+	t.Run("auth token flag over token file env", func(t *testing.T) {
+		t.Parallel()
+		srv := startServer(t, procConfig{
+			args: []string{"--auth-token", "flag-s3cret"},
+			env:  []string{"DFLOCKD_AUTH_TOKEN_FILE=" + writeFile(t, "token", "env-file-s3cret\n")},
+		})
+		c := dialServer(t, srv.addr)
+		require.Equal(t, "error_auth", c.do("auth", "_", "env-file-s3cret"))
+		c = dialServer(t, srv.addr)
+		require.Equal(t, "ok", c.do("auth", "_", "flag-s3cret"))
+		requireGrant(t, c.do("l", "k", "10"), 33)
+	})
+
+	t.Run("auth token file flag over token env", func(t *testing.T) {
+		t.Parallel()
+		srv := startServer(t, procConfig{
+			args: []string{"--auth-token-file", writeFile(t, "token", "flag-file-s3cret\n")},
+			env:  []string{"DFLOCKD_AUTH_TOKEN=env-s3cret"},
+		})
+		c := dialServer(t, srv.addr)
+		require.Equal(t, "error_auth", c.do("auth", "_", "env-s3cret"))
+		c = dialServer(t, srv.addr)
+		require.Equal(t, "ok", c.do("auth", "_", "flag-file-s3cret"))
+		requireGrant(t, c.do("l", "k", "10"), 33)
+	})
+
 	t.Run("auto release off", func(t *testing.T) {
 		t.Parallel()
 		srv := startServer(t, procConfig{env: []string{"DFLOCKD_AUTO_RELEASE_ON_DISCONNECT=No"}})
@@ -537,6 +597,14 @@ func TestFlagsReachServer(t *testing.T) {
 		c3.requireClosed(ioTimeout)
 		c1.close()
 		eventually(t, ioTimeout, "a slot frees when a connection closes", func() bool { return pingOK(srv.addr) })
+	})
+
+	t.Run("host name", func(t *testing.T) {
+		t.Parallel()
+		// A name, not an address, still binds (Go listens on its
+		// first IPv4 address).
+		srv := startServer(t, procConfig{args: []string{"--host", "localhost"}})
+		require.Equal(t, "ok", dialServer(t, srv.addr).do("ping", "_", "_"))
 	})
 
 	t.Run("no auto release", func(t *testing.T) {
