@@ -119,12 +119,25 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 	hd := &hold{sp: sp, done: make(chan struct{})}
 	h.mu.Lock()
 	old := h.cur
+	var oldHeld bool
+	var oldConn *Conn
+	var oldGrant Grant
 	if old != nil {
+		oldHeld, oldConn, oldGrant = old.state == stateHeld, old.conn, old.grant
 		h.endLocked(old, nil)
 	}
 	h.cur = hd
 	h.mu.Unlock()
 	if old != nil {
+		if oldHeld {
+			// Release it rather than only close its connection: with the
+			// server's auto-release off, a closed connection's lock stays
+			// held until its lease ends, and this acquire would queue
+			// behind it. Best effort: the close below frees it anyway
+			// where auto-release is on.
+			h.stopRenewer(old)
+			_ = oldConn.release(ctx, oldGrant)
+		}
 		h.stop(old)
 	}
 	conn, err := sp.dial(ctx)

@@ -59,7 +59,7 @@ func (l *Lock) spec() (spec, error) {
 // Acquire connects, waits up to AcquireTimeout for the lock, and starts
 // renewing it. It returns (false, nil) when the server's timeout ran out,
 // (false, ctx.Err()) when ctx ended first, and (false, err) on failure.
-// Acquiring a Lock that is already held drops the previous hold first.
+// Acquiring a Lock that is already held releases the previous hold first.
 func (l *Lock) Acquire(ctx context.Context) (bool, error) {
 	sp, err := l.spec()
 	if err != nil {

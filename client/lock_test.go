@@ -513,3 +513,25 @@ func TestLockWaitNeverGivesAwayAHold(t *testing.T) {
 	require.True(t, ok)
 	require.NoError(t, c.Release(ctx))
 }
+
+// TestLockReacquireWithoutAutoRelease: Acquire on a Lock that holds
+// releases the old hold first, so with the server's auto-release off the
+// new Acquire does not queue behind its own old grant until its lease ends.
+func TestLockReacquireWithoutAutoRelease(t *testing.T) {
+	t.Parallel()
+	srv := reactortest.Start(t, func(c *reactortest.Config) { c.NoAutoRelease = true })
+	ctx := ctxT(t, 20*time.Second)
+	l := &client.Lock{Key: "re", LeaseTTL: 30, AcquireTimeout: 2 * time.Second, Servers: []string{srv.Addr}}
+	ok, err := l.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	first := l.Token()
+	start := time.Now()
+	ok, err = l.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok, "the second Acquire queued behind the first hold")
+	require.Less(t, time.Since(start), time.Second)
+	require.NotEqual(t, first, l.Token())
+	require.NoError(t, l.Release(ctx))
+	require.False(t, held(srv, "re"))
+}
