@@ -16,8 +16,12 @@ import (
 
 // maxReplyLen bounds one reply line (a stats reply grows with the number of
 // keys), so a broken or hostile server cannot make the client buffer
-// without limit.
+// without limit. A longer reply is skipped up to its newline and fails
+// only its own call: the connection, and what it holds, stay.
 const maxReplyLen = 1 << 20
+
+// errReplyTooLong is the error of a call whose reply was skipped.
+var errReplyTooLong = fmt.Errorf("%w: reply longer than %d bytes", ErrServer, maxReplyLen)
 
 // Conn is one connection to a dflockd server, safe for concurrent use.
 //
@@ -433,6 +437,22 @@ func (c *Conn) readLoop() {
 	defer close(c.readerDone)
 	for {
 		line, err := c.readLine()
+		if errors.Is(err, errReplyTooLong) {
+			c.mu.Lock()
+			cl := c.pending.pop()
+			c.mu.Unlock()
+			if cl == nil {
+				c.fail(fmt.Errorf("%w: %w: reply without a request", ErrClosed, ErrServer))
+				return
+			}
+			cl.err = err
+			if cl.state.CompareAndSwap(callWaiting, callDone) {
+				cl.done <- struct{}{}
+			} else {
+				putCall(cl) // abandoned: nothing to clean up from an unread reply
+			}
+			continue
+		}
 		if err != nil {
 			c.fail(fmt.Errorf("%w: %w", ErrClosed, err))
 			return
@@ -477,7 +497,14 @@ func (c *Conn) readLine() ([]byte, error) {
 	for {
 		line, err = c.br.ReadSlice('\n')
 		if len(c.long)+len(line) > maxReplyLen {
-			return nil, fmt.Errorf("%w: reply longer than %d bytes", ErrServer, maxReplyLen)
+			c.long = c.long[:0]
+			for errors.Is(err, bufio.ErrBufferFull) { // skip to the newline
+				_, err = c.br.ReadSlice('\n')
+			}
+			if err != nil {
+				return nil, err
+			}
+			return nil, errReplyTooLong
 		}
 		c.long = append(c.long, line...)
 		switch {
