@@ -57,7 +57,7 @@ func TestReplyGrace(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Dial(addr)
 			require.NoError(t, err)
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			c.grace = grace
 			start := time.Now()
 			err = tc.do(c)
@@ -105,13 +105,13 @@ func TestReplyGraceBehindBlockedRequest(t *testing.T) {
 	defer cancel()
 	holder, err := Dial(srv.Addr)
 	require.NoError(t, err)
-	defer holder.Close()
+	defer func() { _ = holder.Close() }()
 	_, err = holder.Acquire(ctx, "k", 0)
 	require.NoError(t, err)
 
 	c, err := Dial(srv.Addr)
 	require.NoError(t, err)
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	c.grace = 200 * time.Millisecond
 	blocked := make(chan error, 1)
 	go func() {

@@ -17,13 +17,13 @@ func TestReplyTooLong(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	go func() {
 		nc, err := ln.Accept()
 		if err != nil {
 			return
 		}
-		defer nc.Close()
+		defer func() { _ = nc.Close() }()
 		br := bufio.NewReader(nc)
 		for i := 0; ; i++ {
 			for range 3 { // one request
@@ -42,7 +42,7 @@ func TestReplyTooLong(t *testing.T) {
 	}()
 	c, err := Dial(ln.Addr().String())
 	require.NoError(t, err)
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err = c.Stats(ctx)
