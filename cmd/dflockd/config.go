@@ -197,6 +197,11 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*o
 	// the command line wins over the other one's environment variable.
 	// Both as flags, or both only in the environment, is an error (see
 	// validate).
+	if given["auth-token-file"] && strings.TrimSpace(o.AuthTokenFile) == "" {
+		// Fail closed: an empty file flag must not silently drop a
+		// secret set in the environment (or turn auth off).
+		return nil, errors.New("invalid --auth-token-file: no file given")
+	}
 	switch {
 	case given["auth-token"] && !given["auth-token-file"]:
 		o.AuthTokenFile = ""
@@ -304,13 +309,12 @@ func (o *options) validate() error {
 }
 
 // checkHost rejects, before anything is bound, a listen host that no
-// resolver turns into an address: brackets, a colon that is not part of an
-// IPv6 address, or digits and dots that are not an IPv4 address
-// ("999.1.1.1", "127.1": an all-numeric name is not a host name, RFC 3696
-// section 2, and Go's resolver fails it without a lookup). "" means all
-// interfaces. Any other name is left to the resolver at listen time, so
-// names from /etc/hosts or DNS ("localhost") keep working; one that does
-// not resolve fails the listen, which names the flag too.
+// resolver turns into an address: brackets, or a colon that is not part of
+// an IPv6 address. "" means all interfaces. Anything else is left to the
+// resolver at listen time, so names from /etc/hosts or DNS ("localhost")
+// keep working, and so do the numeric forms the system resolver accepts
+// ("127.1", "0"); one that does not resolve ("999.1.1.1") fails the
+// listen, which names the flag too.
 func checkHost(h string) error {
 	if h == "" {
 		return nil
@@ -321,7 +325,7 @@ func checkHost(h string) error {
 	switch {
 	case strings.ContainsAny(h, "[]"):
 		return fmt.Errorf("%q: give an IPv6 address without brackets", h)
-	case strings.Contains(h, ":"), strings.Trim(h, "0123456789.") == "":
+	case strings.Contains(h, ":"):
 		return fmt.Errorf("%q is neither an IP address nor a host name", h)
 	}
 	return nil

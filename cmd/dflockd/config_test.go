@@ -330,19 +330,22 @@ func TestParseConfigHost(t *testing.T) {
 	assert.Equal(t, "127.0.0.1", o.Host, "trimmed like the numbers")
 
 	for h, want := range map[string]string{
-		"999.1.1.1":  `invalid --host: "999.1.1.1" is neither an IP address nor a host name`,
-		"1.2.3.4.5":  `invalid --host: "1.2.3.4.5" is neither an IP address nor a host name`,
-		"127.1":      `invalid --host: "127.1" is neither an IP address nor a host name`,
-		"1::2::3":    `invalid --host: "1::2::3" is neither an IP address nor a host name`,
-		"host:6388":  `invalid --host: "host:6388" is neither an IP address nor a host name`,
-		"[::1]":      `invalid --host: "[::1]": give an IPv6 address without brackets`,
-		"127.0.0.01": `invalid --host: "127.0.0.01" is neither an IP address nor a host name`,
+		"1::2::3":   `invalid --host: "1::2::3" is neither an IP address nor a host name`,
+		"host:6388": `invalid --host: "host:6388" is neither an IP address nor a host name`,
+		"[::1]":     `invalid --host: "[::1]": give an IPv6 address without brackets`,
 	} {
 		_, err := parse(t, []string{"--host", h}, nil)
 		require.EqualError(t, err, want)
 	}
-	_, err = parse(t, nil, map[string]string{"DFLOCKD_HOST": "999.1.1.1"})
-	require.EqualError(t, err, `invalid DFLOCKD_HOST (--host): "999.1.1.1" is neither an IP address nor a host name`)
+	_, err = parse(t, nil, map[string]string{"DFLOCKD_HOST": "1::2::3"})
+	require.EqualError(t, err, `invalid DFLOCKD_HOST (--host): "1::2::3" is neither an IP address nor a host name`)
+	// Numeric forms the system resolver may accept are left to the
+	// listen (which names the flag if it fails).
+	for _, h := range []string{"127.1", "0", "999.1.1.1"} {
+		o, err := parse(t, []string{"--host", h}, nil)
+		require.NoError(t, err, "%q", h)
+		assert.Equal(t, h, o.Host)
+	}
 	// The flag wins: a bad variable is not read.
 	o, err = parse(t, []string{"--host", "localhost"}, map[string]string{"DFLOCKD_HOST": "999.1.1.1"})
 	require.NoError(t, err)
@@ -395,13 +398,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "token file env missing", env: map[string]string{"DFLOCKD_AUTH_TOKEN_FILE": filepath.Join(dir, "nope")}, want: []string{"--auth-token-file"}},
 		{name: "token and token file", args: []string{"--auth-token", "x", "--auth-token-file", token}, want: []string{"--auth-token-file", "--auth-token"}},
 		{name: "token env and token file env", env: map[string]string{"DFLOCKD_AUTH_TOKEN": "x", "DFLOCKD_AUTH_TOKEN_FILE": token}, want: []string{"--auth-token-file", "--auth-token"}},
-		{name: "host not an address", args: []string{"--host", "999.1.1.1"}, want: []string{"--host", `"999.1.1.1"`}},
-		{name: "host short form", args: []string{"--host", "127.1"}, want: []string{"--host", `"127.1"`}},
-		{name: "host all digits", args: []string{"--host", "2130706433"}, want: []string{"--host"}},
+		{name: "host not an address", args: []string{"--host", "1::2::3"}, want: []string{"--host", `"1::2::3"`}},
+		{name: "auth token file flag empty", args: []string{"--auth-token-file="}, env: map[string]string{"DFLOCKD_AUTH_TOKEN": "env-secret"}, want: []string{"--auth-token-file", "no file given"}},
 		{name: "host bad ipv6", args: []string{"--host", "1::2::3"}, want: []string{"--host", `"1::2::3"`}},
 		{name: "host in brackets", args: []string{"--host", "[::1]"}, want: []string{"--host", "brackets"}},
-		{name: "host env not an address", env: map[string]string{"DFLOCKD_HOST": "300.0.0.1"}, want: []string{"DFLOCKD_HOST", "--host", `"300.0.0.1"`}},
-		{name: "http addr bad host", args: []string{"--http-addr", "999.1.1.1:9090"}, want: []string{"--http-addr", `"999.1.1.1"`}},
+		{name: "host env not an address", env: map[string]string{"DFLOCKD_HOST": "host:6388"}, want: []string{"DFLOCKD_HOST", "--host", `"host:6388"`}},
+		{name: "http addr bad host", args: []string{"--http-addr", "[1::2::3]:9090"}, want: []string{"--http-addr", `"1::2::3"`}},
 		{name: "empty auth token", args: []string{"--auth-token="}, want: []string{"--auth-token"}},
 		{name: "blank auth token", args: []string{"--auth-token", "  "}, want: []string{"--auth-token"}},
 		{name: "blank auth token env", env: map[string]string{"DFLOCKD_AUTH_TOKEN": " \t"}, want: []string{"DFLOCKD_AUTH_TOKEN", "--auth-token"}},
