@@ -71,6 +71,7 @@ type Conn struct {
 	// set to fire, zero when it is not armed.
 	watch   *time.Timer
 	watchAt time.Time
+	suspect *call // found overdue once; broken if still so at the recheck
 
 	broken     chan struct{} // closed when err is set
 	readerDone chan struct{}
@@ -408,18 +409,34 @@ func (c *Conn) armWatchLocked(at time.Time) {
 	c.watchAt = at
 }
 
-// watchdog breaks the connection if its oldest pending call is overdue,
-// and otherwise sets itself for when that call will be.
+// watchRecheck is how long the watchdog waits, after it first finds the
+// oldest call overdue, before it breaks the connection: a process that was
+// paused (SIGSTOP, a frozen cgroup or VM) wakes its timers and its reader
+// together, and a reply already in the socket must get the chance to be
+// read first.
+const watchRecheck = time.Second
+
+// watchdog breaks the connection if its oldest pending call is overdue
+// and still is at a recheck, and otherwise sets itself for when that call
+// will be.
 func (c *Conn) watchdog() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.watchAt = time.Time{}
 	cl := c.pending.peek()
 	if c.err != nil || cl == nil {
+		c.suspect = nil
 		return
 	}
-	if time.Now().Before(cl.due) {
+	now := time.Now()
+	if now.Before(cl.due) {
+		c.suspect = nil
 		c.armWatchLocked(cl.due)
+		return
+	}
+	if c.suspect != cl {
+		c.suspect = cl
+		c.armWatchLocked(now.Add(watchRecheck))
 		return
 	}
 	c.breakLocked(fmt.Errorf("%w: no reply to %s within %v of when it was due", ErrClosed, cl.cmd, c.grace))

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -128,4 +129,67 @@ func TestReplyGraceBehindBlockedRequest(t *testing.T) {
 	require.Greater(t, time.Since(start), time.Second)
 	require.ErrorIs(t, <-blocked, ErrTimeout)
 	require.NoError(t, c.Err())
+}
+
+// TestReplyGraceRecheck: a call found overdue is given a recheck before
+// the connection is broken, so a reply that is late but arrives (as after
+// the client process was paused) keeps the connection.
+func TestReplyGraceRecheck(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer func() { _ = ln.Close() }()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = nc.Close() }()
+		br := bufio.NewReader(nc)
+		for range 3 { // the ping's three lines
+			if _, err := br.ReadString('\n'); err != nil {
+				return
+			}
+		}
+		time.Sleep(400 * time.Millisecond) // past due + grace, before the recheck
+		_, _ = nc.Write([]byte("ok\n"))
+		_, _ = io.Copy(io.Discard, nc)
+	}()
+	c, err := Dial(ln.Addr().String())
+	require.NoError(t, err)
+	defer func() { _ = c.Close() }()
+	c.grace = 50 * time.Millisecond
+	require.NoError(t, c.Ping(context.Background()))
+	require.NoError(t, c.Err())
+}
+
+// TestLockWaitAfterServedCancelledWait: a Wait whose context ended after
+// its w had gone out leaves the place collected on the server; the next
+// Wait (answered error_not_enqueued) keeps the lock and reports it held.
+func TestLockWaitAfterServedCancelledWait(t *testing.T) {
+	t.Parallel()
+	srv := reactortest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l := &Lock{Key: "ww", Servers: []string{srv.Addr}}
+	st, err := l.Enqueue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, StatusAcquired, st)
+	// What the abandoned Wait's w did on the server: collect the place.
+	l.h.mu.Lock()
+	conn := l.h.cur.conn
+	l.h.mu.Unlock()
+	_, err = conn.wait(ctx, "ww", 0, time.Second, keepGrant)
+	require.NoError(t, err)
+
+	ok, err := l.Wait(ctx, time.Second)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, l.Err())
+	other, err := Dial(srv.Addr)
+	require.NoError(t, err)
+	defer func() { _ = other.Close() }()
+	_, err = other.TryAcquire(ctx, "ww")
+	require.ErrorIs(t, err, ErrTimeout, "the lock must stay held")
+	require.NoError(t, l.Release(ctx))
 }

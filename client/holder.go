@@ -111,6 +111,10 @@ type hold struct {
 	lossReported     bool          // Release has returned err once
 }
 
+// reacquireReleaseWait bounds the release of the old hold when a held Lock
+// acquires again.
+const reacquireReleaseWait = time.Second
+
 var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // start ends the current hold (as dflockd's client does: acquiring again
@@ -129,14 +133,17 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 	h.cur = hd
 	h.mu.Unlock()
 	if old != nil {
-		if oldHeld {
+		if oldHeld && oldConn.Err() == nil {
 			// Release it rather than only close its connection: with the
 			// server's auto-release off, a closed connection's lock stays
 			// held until its lease ends, and this acquire would queue
-			// behind it. Best effort: the close below frees it anyway
-			// where auto-release is on.
+			// behind it. Best effort, and briefly: the close below frees
+			// it anyway where auto-release is on, and a silent old
+			// connection must not hold up the new acquire.
 			h.stopRenewer(old)
-			_ = oldConn.release(ctx, oldGrant)
+			rctx, cancel := context.WithTimeout(ctx, reacquireReleaseWait)
+			_ = oldConn.release(rctx, oldGrant)
+			cancel()
 		}
 		h.stop(old)
 	}
@@ -224,6 +231,14 @@ func (h *holder) wait(ctx context.Context, timeout time.Duration) (bool, error) 
 			// A fast-path grant is held already and the connection is
 			// fine: the caller keeps it (and may Wait again).
 			return false, ctx.Err()
+		}
+		if held && errors.Is(err, ErrNotQueued) && conn.Err() == nil {
+			// An earlier Wait whose context ended had its w served
+			// after all: the place is collected, the lock still held.
+			h.mu.Lock()
+			hd.pendingWait = false
+			h.mu.Unlock()
+			return true, nil
 		}
 		return false, h.fail(ctx, hd, err)
 	}
