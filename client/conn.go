@@ -416,6 +416,14 @@ func (c *Conn) armWatchLocked(at time.Time) {
 // read first.
 const watchRecheck = time.Second
 
+// clearSuspectLocked forgets cl as the watchdog's suspect once its reply
+// is read: the pool may hand the same call to a later request.
+func (c *Conn) clearSuspectLocked(cl *call) {
+	if c.suspect == cl {
+		c.suspect = nil
+	}
+}
+
 // watchdog breaks the connection if its oldest pending call is overdue
 // and still is at a recheck, and otherwise sets itself for when that call
 // will be.
@@ -457,6 +465,7 @@ func (c *Conn) readLoop() {
 		if errors.Is(err, errReplyTooLong) {
 			c.mu.Lock()
 			cl := c.pending.pop()
+			c.clearSuspectLocked(cl)
 			c.mu.Unlock()
 			if cl == nil {
 				c.fail(fmt.Errorf("%w: %w: reply without a request", ErrClosed, ErrServer))
@@ -481,6 +490,7 @@ func (c *Conn) readLoop() {
 		}
 		c.mu.Lock()
 		cl := c.pending.pop()
+		c.clearSuspectLocked(cl)
 		c.mu.Unlock()
 		if cl == nil {
 			c.fail(fmt.Errorf("%w: %w: reply without a request %.64q", ErrClosed, ErrServer, line))

@@ -193,3 +193,69 @@ func TestLockWaitAfterServedCancelledWait(t *testing.T) {
 	require.ErrorIs(t, err, ErrTimeout, "the lock must stay held")
 	require.NoError(t, l.Release(ctx))
 }
+
+// TestReplyGraceSuspectCleared: the call the watchdog suspected is
+// forgotten once its reply is read, so a later request that gets the same
+// pooled call is rechecked in its own right rather than broken at once.
+func TestReplyGraceSuspectCleared(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer func() { _ = ln.Close() }()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = nc.Close() }()
+		br := bufio.NewReader(nc)
+		for {
+			for range 3 {
+				if _, err := br.ReadString('\n'); err != nil {
+					return
+				}
+			}
+			time.Sleep(400 * time.Millisecond) // past due + grace each time
+			if _, err := nc.Write([]byte("ok\n")); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := Dial(ln.Addr().String())
+	require.NoError(t, err)
+	defer func() { _ = c.Close() }()
+	c.grace = 50 * time.Millisecond
+	for i := range 4 {
+		require.NoError(t, c.Ping(context.Background()), "ping %d", i)
+	}
+	require.NoError(t, c.Err())
+}
+
+// TestLockWaitAfterGrantForgotten: a fast-path grant that expired (its
+// renewer stopped, as in a long pause) and that the server has since
+// forgotten makes Wait fail, not report the lock held: the renewal that
+// checks an error_not_enqueued answer is refused.
+func TestLockWaitAfterGrantForgotten(t *testing.T) {
+	t.Parallel()
+	srv := reactortest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l := &Lock{Key: "wf", LeaseTTL: 1, Servers: []string{srv.Addr}}
+	st, err := l.Enqueue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, StatusAcquired, st)
+	l.h.mu.Lock()
+	hd := l.h.cur
+	conn := hd.conn
+	l.h.mu.Unlock()
+	l.h.stopRenewer(hd)
+	time.Sleep(1500 * time.Millisecond) // the lease runs out; a tombstone stays
+	// An abandoned w collects the tombstone (error_lease_expired).
+	_, err = conn.wait(ctx, "wf", 0, time.Second, keepGrant)
+	require.ErrorIs(t, err, ErrLeaseExpired)
+
+	ok, err := l.Wait(ctx, time.Second)
+	require.False(t, ok)
+	require.Error(t, err)
+	require.Empty(t, l.Token(), "not held")
+}

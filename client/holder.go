@@ -233,12 +233,22 @@ func (h *holder) wait(ctx context.Context, timeout time.Duration) (bool, error) 
 			return false, ctx.Err()
 		}
 		if held && errors.Is(err, ErrNotQueued) && conn.Err() == nil {
-			// An earlier Wait whose context ended had its w served
-			// after all: the place is collected, the lock still held.
+			// Either an earlier Wait whose context ended had its w
+			// served after all (the place is collected, the lock still
+			// held), or the grant expired and the server forgot it. A
+			// renewal tells which.
 			h.mu.Lock()
-			hd.pendingWait = false
+			g := hd.grant
 			h.mu.Unlock()
-			return true, nil
+			if _, rerr := conn.renew(ctx, g, sp.leaseTTL); rerr == nil {
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				if hd.state != stateHeld {
+					return false, ErrNotQueued // ended meanwhile
+				}
+				hd.pendingWait = false
+				return true, nil
+			}
 		}
 		return false, h.fail(ctx, hd, err)
 	}
