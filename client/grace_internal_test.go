@@ -34,6 +34,36 @@ func silentServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// scriptedServer answers the requests (three lines each) of its first
+// connection in order: the i-th with reply(i) after delay(i).
+func scriptedServer(t *testing.T, answer func(i int) (reply string, delay time.Duration)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = nc.Close() }()
+		br := bufio.NewReader(nc)
+		for i := 0; ; i++ {
+			for range 3 {
+				if _, err := br.ReadString('\n'); err != nil {
+					return
+				}
+			}
+			reply, delay := answer(i)
+			time.Sleep(delay)
+			if _, err := nc.Write([]byte(reply)); err != nil {
+				return
+			}
+		}
+	}()
+	return ln.Addr().String()
+}
+
 // TestReplyGrace: a request the server never answers fails once its own
 // timeout plus the grace has passed, even with a context that never ends,
 // and the connection is closed.
@@ -136,26 +166,10 @@ func TestReplyGraceBehindBlockedRequest(t *testing.T) {
 // the client process was paused) keeps the connection.
 func TestReplyGraceRecheck(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer func() { _ = ln.Close() }()
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer func() { _ = nc.Close() }()
-		br := bufio.NewReader(nc)
-		for range 3 { // the ping's three lines
-			if _, err := br.ReadString('\n'); err != nil {
-				return
-			}
-		}
-		time.Sleep(400 * time.Millisecond) // past due + grace, before the recheck
-		_, _ = nc.Write([]byte("ok\n"))
-		_, _ = io.Copy(io.Discard, nc)
-	}()
-	c, err := Dial(ln.Addr().String())
+	addr := scriptedServer(t, func(int) (string, time.Duration) {
+		return "ok\n", 400 * time.Millisecond // past due + grace, before the recheck
+	})
+	c, err := Dial(addr)
 	require.NoError(t, err)
 	defer func() { _ = c.Close() }()
 	c.grace = 50 * time.Millisecond
@@ -199,29 +213,10 @@ func TestLockWaitAfterServedCancelledWait(t *testing.T) {
 // pooled call is rechecked in its own right rather than broken at once.
 func TestReplyGraceSuspectCleared(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer func() { _ = ln.Close() }()
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer func() { _ = nc.Close() }()
-		br := bufio.NewReader(nc)
-		for {
-			for range 3 {
-				if _, err := br.ReadString('\n'); err != nil {
-					return
-				}
-			}
-			time.Sleep(400 * time.Millisecond) // past due + grace each time
-			if _, err := nc.Write([]byte("ok\n")); err != nil {
-				return
-			}
-		}
-	}()
-	c, err := Dial(ln.Addr().String())
+	addr := scriptedServer(t, func(int) (string, time.Duration) {
+		return "ok\n", 400 * time.Millisecond // past due + grace each time
+	})
+	c, err := Dial(addr)
 	require.NoError(t, err)
 	defer func() { _ = c.Close() }()
 	c.grace = 50 * time.Millisecond

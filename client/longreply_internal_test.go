@@ -1,9 +1,7 @@
 package client
 
 import (
-	"bufio"
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -15,32 +13,13 @@ import (
 // stream stays in step and the connection (with whatever it holds) stays.
 func TestReplyTooLong(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer func() { _ = ln.Close() }()
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
+	addr := scriptedServer(t, func(i int) (string, time.Duration) {
+		if i == 0 {
+			return "ok " + strings.Repeat("x", maxReplyLen+4096) + "\n", 0
 		}
-		defer func() { _ = nc.Close() }()
-		br := bufio.NewReader(nc)
-		for i := 0; ; i++ {
-			for range 3 { // one request
-				if _, err := br.ReadString('\n'); err != nil {
-					return
-				}
-			}
-			reply := "ok\n"
-			if i == 0 {
-				reply = "ok " + strings.Repeat("x", maxReplyLen+4096) + "\n"
-			}
-			if _, err := nc.Write([]byte(reply)); err != nil {
-				return
-			}
-		}
-	}()
-	c, err := Dial(ln.Addr().String())
+		return "ok\n", 0
+	})
+	c, err := Dial(addr)
 	require.NoError(t, err)
 	defer func() { _ = c.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
