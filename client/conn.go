@@ -327,7 +327,7 @@ func (c *Conn) enqueueLocked(req *codec.Request, cl *call) bool {
 	c.pending.push(cl)
 	c.armWatchLocked(cl.due)
 	if c.heartbeat > 0 {
-		c.lastWrite = time.Now()
+		c.lastWrite = now
 	}
 	if c.flushing {
 		return false

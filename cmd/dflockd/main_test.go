@@ -506,31 +506,32 @@ func TestEnvironmentConfiguration(t *testing.T) {
 	// --auth-token and --auth-token-file are one setting: the one given
 	// as a flag wins over the other's variable (both as flags, or both
 	// as variables, is an error: see TestBadConfigurationExits).
-	t.Run("auth token flag over token file env", func(t *testing.T) {
-		t.Parallel()
-		srv := startServer(t, procConfig{
-			args: []string{"--auth-token", "flag-s3cret"},
-			env:  []string{"DFLOCKD_AUTH_TOKEN_FILE=" + writeFile(t, "token", "env-file-s3cret\n")},
+	for _, tc := range []struct {
+		name          string
+		flag, envVar  string // the winning flag, the losing variable
+		winner, loser string // their secrets (in a file for the *-file one)
+	}{
+		{name: "auth token flag over token file env", flag: "--auth-token", envVar: "DFLOCKD_AUTH_TOKEN_FILE",
+			winner: "flag-s3cret", loser: "env-file-s3cret"},
+		{name: "auth token file flag over token env", flag: "--auth-token-file", envVar: "DFLOCKD_AUTH_TOKEN",
+			winner: "flag-file-s3cret", loser: "env-s3cret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			flagValue, envValue := tc.winner, tc.loser
+			if tc.flag == "--auth-token-file" {
+				flagValue = writeFile(t, "token", tc.winner+"\n")
+			} else {
+				envValue = writeFile(t, "token", tc.loser+"\n")
+			}
+			srv := startServer(t, procConfig{args: []string{tc.flag, flagValue}, env: []string{tc.envVar + "=" + envValue}})
+			c := dialServer(t, srv.addr)
+			require.Equal(t, "error_auth", c.do("auth", "_", tc.loser))
+			c = dialServer(t, srv.addr)
+			require.Equal(t, "ok", c.do("auth", "_", tc.winner))
+			requireGrant(t, c.do("l", "k", "10"), 33)
 		})
-		c := dialServer(t, srv.addr)
-		require.Equal(t, "error_auth", c.do("auth", "_", "env-file-s3cret"))
-		c = dialServer(t, srv.addr)
-		require.Equal(t, "ok", c.do("auth", "_", "flag-s3cret"))
-		requireGrant(t, c.do("l", "k", "10"), 33)
-	})
-
-	t.Run("auth token file flag over token env", func(t *testing.T) {
-		t.Parallel()
-		srv := startServer(t, procConfig{
-			args: []string{"--auth-token-file", writeFile(t, "token", "flag-file-s3cret\n")},
-			env:  []string{"DFLOCKD_AUTH_TOKEN=env-s3cret"},
-		})
-		c := dialServer(t, srv.addr)
-		require.Equal(t, "error_auth", c.do("auth", "_", "env-s3cret"))
-		c = dialServer(t, srv.addr)
-		require.Equal(t, "ok", c.do("auth", "_", "flag-file-s3cret"))
-		requireGrant(t, c.do("l", "k", "10"), 33)
-	})
+	}
 
 	t.Run("auto release off", func(t *testing.T) {
 		t.Parallel()
