@@ -1,7 +1,16 @@
 # Everything needs only Go; tools the targets use are installed into ./bin.
 GO        ?= go
 FUZZTIME  ?= 60s
-SHORTFUZZ ?= 5s
+# make test fuzzes each target for a number of executions (about 5 s each
+# here), not a duration: with a -fuzztime duration, go1.26's fuzz coordinator
+# can fail a healthy target with a bare "context deadline exceeded" when the
+# time runs out mid-execution (golang/go#75804, fixed in go1.27). A count has
+# no deadline to race. SHORTFUZZ=10s (or =50000x) overrides every target.
+SHORTFUZZ ?=
+FUZZN_FuzzSessions   ?= 70000x
+FUZZN_FuzzDecode     ?= 200000x
+FUZZN_FuzzParseReply ?= 500000x
+FUZZN_DEFAULT        ?= 100000x
 BIN       := $(CURDIR)/bin
 PKGS      := ./...
 
@@ -25,11 +34,20 @@ test-unit:
 fuzz-short:
 	@for ft in $(FUZZ_TARGETS); do \
 		pkg=$${ft%%:*}; target=$${ft##*:}; \
-		echo "fuzz $$pkg $$target ($(SHORTFUZZ))"; \
-		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(SHORTFUZZ) $$pkg || exit 1; \
+		budget="$(SHORTFUZZ)"; \
+		if [ -z "$$budget" ]; then case $$target in \
+			FuzzSessions) budget=$(FUZZN_FuzzSessions);; \
+			FuzzDecode) budget=$(FUZZN_FuzzDecode);; \
+			FuzzParseReply) budget=$(FUZZN_FuzzParseReply);; \
+			*) budget=$(FUZZN_DEFAULT);; \
+		esac; fi; \
+		echo "fuzz $$pkg $$target ($$budget)"; \
+		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$$budget $$pkg || exit 1; \
 	done
 
-## fuzz: every fuzz target for FUZZTIME each (default 60s).
+## fuzz: every fuzz target for FUZZTIME each (default 60s). A duration can
+## end in a spurious "context deadline exceeded" on go1.26 (see SHORTFUZZ
+## above); a real finding always says "Failing input written to ...".
 fuzz:
 	@$(MAKE) --no-print-directory fuzz-short SHORTFUZZ=$(FUZZTIME)
 
