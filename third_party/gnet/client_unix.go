@@ -231,20 +231,7 @@ func (cli *Client) EnrollAsync(c net.Conn, ctx any, failed func()) error {
 	if err != nil {
 		return err
 	}
-	// Counted for the least-connections balancer until registered, so a
-	// burst of connections is spread over the loops.
-	el.enrolling.Add(1)
-	// Trigger queues the task before it wakes the loop, and its error
-	// reports only a failed wake-up (the eventfd is gone with the engine):
-	// either way the task is the loop's, so the error is not the caller's.
-	_ = el.poller.Trigger(queue.HighPriority, func(any) error {
-		added, err := el.register1(gc)
-		el.enrolling.Add(-1)
-		if !added && failed != nil {
-			failed()
-		}
-		return err
-	}, nil)
+	el.registerAsync(gc, failed)
 	return nil
 }
 

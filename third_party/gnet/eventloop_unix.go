@@ -231,6 +231,26 @@ func (el *eventloop) register0(c *conn) error {
 // register1 is register0 that also reports whether c was added to the
 // poller, that is whether OnOpen ran (dflockd patch: Client.EnrollAsync
 // cannot tell from c afterwards, as an OnOpen that closes c resets it).
+// registerAsync queues c's registration on el (dflockd patch, for
+// Client.EnrollAsync). If the loop cannot add c, it closes c's descriptor
+// and calls failed (when not nil) on the loop; OnOpen does not run.
+func (el *eventloop) registerAsync(c *conn, failed func()) {
+	// Counted for the least-connections balancer until registered, so a
+	// burst of connections is spread over the loops.
+	el.enrolling.Add(1)
+	// Trigger queues the task before it wakes the loop, and its error
+	// reports only a failed wake-up (the eventfd is gone with the engine):
+	// either way the task is the loop's, so the error is not the caller's.
+	_ = el.poller.Trigger(queue.HighPriority, func(any) error {
+		added, err := el.register1(c)
+		el.enrolling.Add(-1)
+		if !added && failed != nil {
+			failed()
+		}
+		return err
+	}, nil)
+}
+
 func (el *eventloop) register1(c *conn) (added bool, err error) {
 	addEvents := el.poller.AddRead
 	if el.engine.opts.EdgeTriggeredIO {
