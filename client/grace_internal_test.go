@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,31 +37,52 @@ func silentServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// scriptedServer answers the requests (three lines each) of its first
-// connection in order: the i-th with reply(i) after delay(i).
-func scriptedServer(t *testing.T, answer func(i int) (reply string, delay time.Duration)) string {
+// scriptedServer answers requests (three lines each) in the order they
+// arrive, over all its connections: the i-th (counted from 0), whose first
+// line is verb, with reply after delay; an empty reply is never answered.
+func scriptedServer(t *testing.T, answer func(i int, verb string) (reply string, delay time.Duration)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	var mu sync.Mutex
+	n := 0
+	serve := func(nc net.Conn) {
 		defer func() { _ = nc.Close() }()
 		br := bufio.NewReader(nc)
-		for i := 0; ; i++ {
-			for range 3 {
-				if _, err := br.ReadString('\n'); err != nil {
+		for {
+			var verb string
+			for j := range 3 {
+				line, err := br.ReadString('\n')
+				if err != nil {
 					return
 				}
+				if j == 0 {
+					verb = strings.TrimSuffix(line, "\n")
+				}
 			}
-			reply, delay := answer(i)
+			mu.Lock()
+			i := n
+			n++
+			mu.Unlock()
+			reply, delay := answer(i, verb)
+			if reply == "" {
+				continue
+			}
 			time.Sleep(delay)
 			if _, err := nc.Write([]byte(reply)); err != nil {
 				return
 			}
+		}
+	}
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = nc.Close() })
+			go serve(nc)
 		}
 	}()
 	return ln.Addr().String()
@@ -166,7 +190,7 @@ func TestReplyGraceBehindBlockedRequest(t *testing.T) {
 // the client process was paused) keeps the connection.
 func TestReplyGraceRecheck(t *testing.T) {
 	t.Parallel()
-	addr := scriptedServer(t, func(int) (string, time.Duration) {
+	addr := scriptedServer(t, func(int, string) (string, time.Duration) {
 		return "ok\n", 400 * time.Millisecond // past due + grace, before the recheck
 	})
 	c, err := Dial(addr)
@@ -213,7 +237,7 @@ func TestLockWaitAfterServedCancelledWait(t *testing.T) {
 // pooled call is rechecked in its own right rather than broken at once.
 func TestReplyGraceSuspectCleared(t *testing.T) {
 	t.Parallel()
-	addr := scriptedServer(t, func(int) (string, time.Duration) {
+	addr := scriptedServer(t, func(int, string) (string, time.Duration) {
 		return "ok\n", 400 * time.Millisecond // past due + grace each time
 	})
 	c, err := Dial(addr)
@@ -253,4 +277,35 @@ func TestLockWaitAfterGrantForgotten(t *testing.T) {
 	require.False(t, ok)
 	require.Error(t, err)
 	require.Empty(t, l.Token(), "not held")
+}
+
+// TestReacquireReleaseBounded: a held Lock that acquires again first
+// releases the old hold, but waits at most reacquireReleaseWait for the
+// answer, so a silent old connection does not hold up the new acquire.
+func TestReacquireReleaseBounded(t *testing.T) {
+	verbs := make(chan string, 8)
+	addr := scriptedServer(t, func(i int, verb string) (string, time.Duration) {
+		verbs <- verb
+		if i == 1 {
+			return "", 0 // the old hold's release: never answered
+		}
+		return fmt.Sprintf("ok %032x 30\n", i), 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l := &Lock{Key: "re", LeaseTTL: 30, AcquireTimeout: 2 * time.Second, Servers: []string{addr}}
+	ok, err := l.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, fmt.Sprintf("%032x", 0), l.Token())
+
+	start := time.Now()
+	ok, err = l.Acquire(ctx)
+	took := time.Since(start)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, fmt.Sprintf("%032x", 2), l.Token())
+	require.Equal(t, []string{"l", "r", "l"}, []string{<-verbs, <-verbs, <-verbs})
+	require.GreaterOrEqual(t, took, reacquireReleaseWait-50*time.Millisecond, "did not wait for the release at all")
+	require.Less(t, took, reacquireReleaseWait+3*time.Second, "the silent release held up the acquire")
 }

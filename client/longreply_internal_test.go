@@ -13,7 +13,7 @@ import (
 // stream stays in step and the connection (with whatever it holds) stays.
 func TestReplyTooLong(t *testing.T) {
 	t.Parallel()
-	addr := scriptedServer(t, func(i int) (string, time.Duration) {
+	addr := scriptedServer(t, func(i int, _ string) (string, time.Duration) {
 		if i == 0 {
 			return "ok " + strings.Repeat("x", maxReplyLen+4096) + "\n", 0
 		}
