@@ -87,7 +87,7 @@ bench-compare:
 
 ## metrics-cost: A/B of request metrics on (and scraped every second) vs
 ## off, with dflockd-loadtest ab; about a minute. Knobs: RUNS, DURATION,
-## WORKERS, SWAP=1 (see loadtest/metrics-cost.sh).
+## WORKERS, SCENARIO, SWAP=1 (see loadtest/metrics-cost.sh).
 .PHONY: metrics-cost
 metrics-cost:
 	GO=$(GO) bash loadtest/metrics-cost.sh

@@ -92,7 +92,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*o
 		{"read-timeout", "DFLOCKD_READ_TIMEOUT_S", "`seconds` allowed for each request line while not blocked (0 = none)", 23, 0, math.MaxInt32, &o.ReadTimeout},
 		{"write-timeout", "DFLOCKD_WRITE_TIMEOUT_S", "`seconds` a client may leave replies unread before it is dropped", 5, 1, math.MaxInt32, &o.WriteTimeout},
 		{"shutdown-timeout", "DFLOCKD_SHUTDOWN_TIMEOUT_S", "`seconds` to let blocked requests finish on SIGTERM (0 = forever)", 30, 0, math.MaxInt32, &o.ShutdownTimeout},
-		{"event-loops", "DFLOCKD_EVENT_LOOPS", "`number` of gnet event loops (0 = GOMAXPROCS)", 0, 0, 1024, &o.EventLoops},
+		{"event-loops", "DFLOCKD_EVENT_LOOPS", "`number` of gnet event loops (0 = one per CPU)", 0, 0, 1024, &o.EventLoops},
 	}
 	for _, s := range ints {
 		v := &textValue{}
