@@ -117,3 +117,20 @@ func openFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// TestCloseDuringAuthFailDelay: Server.Close "stops the server at
+// once". A connection that failed auth and is waiting out AuthFailDelay
+// before its close must not hold Close up for the rest of that delay.
+func TestCloseDuringAuthFailDelay(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		srv := tr.start(t, func(c *reactortest.Config) {
+			c.Server.AuthToken = "s3cret"
+			c.Server.AuthFailDelay = 3 * time.Second
+		})
+		c := srv.Connect(t)
+		require.Equal(t, rErrAuth, c.Do("auth", "_", "wrong"))
+		start := time.Now()
+		srv.Close()
+		require.Less(t, time.Since(start), time.Second, "Close waited for the auth-failure pause")
+	})
+}

@@ -1,6 +1,7 @@
 package reactor_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -222,5 +223,37 @@ func TestFloodWhileParked(t *testing.T) {
 		<-wrote
 		waitLockWaiters(t, obs, "fl", 0)
 		require.Equal(t, rOK, a.Do("ping", "_", "_"))
+	})
+}
+
+// TestPipelineBurstWhileReading: a client that pipelines a large burst of
+// requests while reading every reply is never "not being decoded"
+// (Config.InboundCap), so it gets every reply. Over TLS the reader
+// goroutine used to run more than the cap ahead of the processor and close
+// the connection after ~8,000 replies.
+func TestPipelineBurstWhileReading(t *testing.T) {
+	forTransports(t, func(t *testing.T, tr transport) {
+		srv := tr.start(t)
+		c := dialRaw(t, tr, srv)
+		const n = 100_000 // 900 KB of pings
+		payload := bytes.Repeat([]byte(req("ping", "_", "_")), n)
+		werr := make(chan error, 1)
+		go func() {
+			_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			_, err := c.Write(payload)
+			werr <- err
+		}()
+		r := bufio.NewReaderSize(c, 64<<10)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(20*time.Second)))
+		got := 0
+		for ; got < n; got++ {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				break
+			}
+			require.Equal(t, rOK+"\n", line)
+		}
+		require.Equal(t, n, got, "replies received before the server closed the connection")
+		require.NoError(t, <-werr)
 	})
 }

@@ -418,7 +418,9 @@ func (s *Server) Close() {
 		}
 		s.tlsMu.Lock()
 		for t := range s.tlsConns {
-			_ = t.nc.Close()
+			// The socket, not the TLS connection: a close_notify could
+			// block for up to 5 s on each client that does not read.
+			_ = t.nc.NetConn().Close()
 		}
 		s.tlsMu.Unlock()
 		s.tlsWG.Wait()

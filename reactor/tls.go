@@ -23,9 +23,14 @@ type tlsConn struct {
 	in       []byte
 	eof      bool // the reader stopped (EOF, error, or over the inbound cap)
 	timedOut bool // the reader's deadline passed; it waits on resume
-	kick     chan struct{}
-	resume   chan struct{}
-	done     chan struct{} // closed when the processor returns
+	// room is signalled (under mu) after each pass of the processor, and
+	// when it stops: a reader holding more than the inbound cap waits on
+	// it while the session decodes.
+	room    sync.Cond
+	stopped bool // the processor returned
+	kick    chan struct{}
+	resume  chan struct{}
+	done    chan struct{} // closed when the processor returns
 }
 
 func (t *tlsConn) wake() {
@@ -42,6 +47,7 @@ func (s *Server) startTLS(raw net.Conn) {
 		resume: make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
+	t.room.L = &t.mu
 	s.tlsMu.Lock()
 	s.tlsConns[t] = struct{}{}
 	s.tlsMu.Unlock()
@@ -79,17 +85,44 @@ func (t *tlsConn) serve(s *Server) {
 	t.setReadDeadline(now)
 	go t.read(s.cfg.InboundCap)
 	t.process(s)
+	t.mu.Lock()
+	t.stopped = true
+	t.room.Broadcast()
+	t.mu.Unlock()
 	close(t.done)
 }
 
 // read moves bytes from the socket into in until the connection ends.
+//
+// The inbound cap applies as on the event loops: while the session
+// decodes, a reader that is more than the cap ahead waits for the
+// processor (TCP pushes back on the client); while it does not (a request
+// is parked), the reader keeps reading, so that a disconnect is seen at
+// once, and more than the cap unread closes the connection. A closing
+// session's input is dropped.
 func (t *tlsConn) read(inboundCap int) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := t.nc.Read(buf)
 		t.mu.Lock()
 		t.in = append(t.in, buf[:n]...)
-		over := len(t.in) > inboundCap+3*512 // more than any decodable backlog
+		over := false
+		for !t.stopped {
+			if t.closing {
+				t.in = t.in[:0]
+				break
+			}
+			if len(t.in) <= inboundCap {
+				break
+			}
+			if t.parked && !t.resolved.Load() {
+				over = true
+				break
+			}
+			t.wake()
+			t.room.Wait()
+		}
+		over = over || t.stopped
 		var ne net.Error
 		timeout := err != nil && errors.As(err, &ne) && ne.Timeout()
 		switch {
@@ -141,6 +174,7 @@ func (t *tlsConn) process(s *Server) {
 			}
 		}
 		eof := t.eof
+		t.room.Broadcast()
 		t.mu.Unlock()
 		if len(t.out) > 0 {
 			select {
@@ -155,8 +189,16 @@ func (t *tlsConn) process(s *Server) {
 			_, err := t.nc.Write(t.out)
 			t.out = t.out[:0]
 			if err != nil {
+				// The TLS close would try a close_notify (up to 5 s on
+				// a client that does not read): close the socket.
+				_ = t.nc.NetConn().Close()
 				return
 			}
+			// Clear the deadline: crypto/tls also writes inside the
+			// reader's Read (the answer to a client's KeyUpdate), and an
+			// expired deadline would fail that write and, through the
+			// error crypto/tls keeps, the next reply.
+			_ = t.nc.SetWriteDeadline(time.Time{})
 			t.sent()
 		}
 		if t.mt != nil && t.mt.batch.mask != 0 {
@@ -164,7 +206,12 @@ func (t *tlsConn) process(s *Server) {
 		}
 		if t.closing {
 			if d := time.Duration(t.closeAt - now); d > 0 {
-				time.Sleep(d)
+				pause := time.NewTimer(d)
+				select {
+				case <-pause.C:
+				case <-s.stopCh: // Close stops the server at once
+					pause.Stop()
+				}
 			}
 			return
 		}
