@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +22,13 @@ import (
 const (
 	fenceMargin       = 1 << 25
 	fencePersistEvery = 100 * time.Millisecond
+	// fenceMax is the largest ceiling a state file may hold: the counter
+	// and the ceilings kept ahead of it must not wrap past 2^64 (that
+	// leaves 2^64 - 2^40 fences, centuries of grants).
+	fenceMax = math.MaxUint64 - 1<<40
+	// fenceLogEvery spaces out the log lines of a state file write that
+	// keeps failing (it is retried every fencePersistEvery).
+	fenceLogEvery = time.Minute
 )
 
 // fenceState seeds the fence counter above anything a previous run issued:
@@ -30,6 +38,11 @@ const (
 type fenceState struct {
 	path    string
 	ceiling uint64
+
+	// Write failures (persistLoop's goroutine, then stop, only).
+	failing  bool
+	failedAt time.Time // when the last failure was logged
+	failures int       // since then
 }
 
 func newFenceState(path string) (*fenceState, error) {
@@ -37,7 +50,16 @@ func newFenceState(path string) (*fenceState, error) {
 	if path == "" {
 		return f, nil
 	}
-	b, err := os.ReadFile(path)
+	// Write through a symbolic link: the rename below would replace the
+	// link itself with a file, and leave its target stale.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return nil, err
+		}
+		f.path = real
+	}
+	b, err := os.ReadFile(f.path)
 	switch {
 	case os.IsNotExist(err):
 	case err != nil:
@@ -46,6 +68,9 @@ func newFenceState(path string) (*fenceState, error) {
 		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("%s: not a fence number: %v", path, err)
+		}
+		if v > fenceMax {
+			return nil, fmt.Errorf("%s: fence %d is too close to 2^64 (at most %d)", path, v, uint64(fenceMax))
 		}
 		f.ceiling = v
 	}
@@ -77,8 +102,33 @@ func (f *fenceState) write(ceiling uint64) error {
 		_ = os.Remove(tmp.Name())
 		return err
 	}
+	// Make the rename itself durable (best effort: not every file system
+	// can sync a directory).
+	if d, err := os.Open(filepath.Dir(f.path)); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
 	f.ceiling = ceiling
 	return nil
+}
+
+// persist writes a new ceiling and logs a failure: the first at once, then
+// at most once per fenceLogEvery while writes keep failing, and the
+// recovery.
+func (f *fenceState) persist(ceiling uint64, log *zap.Logger) {
+	err := f.write(ceiling)
+	now := time.Now()
+	switch {
+	case err == nil && f.failing:
+		f.failing = false
+		log.Info("fence state written again", zap.String("path", f.path), zap.Int("failures_since_last_log", f.failures))
+	case err != nil && (!f.failing || now.Sub(f.failedAt) >= fenceLogEvery):
+		log.Error("fence state: cannot persist the fence ceiling; fences may repeat after a restart if the clock steps back",
+			zap.String("path", f.path), zap.Error(err), zap.Int("failures_since_last_log", f.failures))
+		f.failing, f.failedAt, f.failures = true, now, 0
+	case err != nil:
+		f.failures++
+	}
 }
 
 // persistLoop keeps the persisted ceiling ahead of the table's fence until
@@ -88,16 +138,12 @@ func (f *fenceState) persistLoop(t *lockcore.Table, log *zap.Logger) (stop func(
 		return func() {}
 	}
 	// The first ceiling must be above the seed itself.
-	if err := f.write(t.Fence() + fenceMargin); err != nil {
-		log.Error("fence state", zap.Error(err))
-	}
+	f.persist(t.Fence()+fenceMargin, log)
 	// keepAhead moves the ceiling when the fence has used up half the
 	// margin. Only the loop goroutine (and stop, after it) calls it.
 	keepAhead := func() {
 		if cur := t.Fence(); cur+fenceMargin/2 > f.ceiling {
-			if err := f.write(cur + fenceMargin); err != nil {
-				log.Error("fence state", zap.Error(err))
-			}
+			f.persist(cur+fenceMargin, log)
 		}
 	}
 	done := make(chan struct{})

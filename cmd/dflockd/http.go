@@ -5,16 +5,19 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/lockreactor/dflockd/lockcore"
 	"github.com/lockreactor/dflockd/reactor"
@@ -67,7 +70,7 @@ func httpHandler(srv *reactor.Server, reg *prometheus.Registry, authToken string
 	})
 	guard := bearer(authToken)
 	mux.Handle("GET /metrics", guard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:          zap.NewStdLog(log),
+		ErrorLog:          stdLog(log),
 		ErrorHandling:     promhttp.ContinueOnError,
 		EnableOpenMetrics: true,
 	})))
@@ -129,11 +132,11 @@ func startHTTP(ln net.Listener, srv *reactor.Server, table *lockcore.Table, o *o
 			Handler:           httpHandler(srv, newRegistry(srv, table), o.AuthToken, o.PProf, log),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          zap.NewStdLog(log),
+			ErrorLog:          stdLog(log),
 		},
 	}
 	go func() {
-		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := h.srv.Serve(newLimitListener(ln, httpMaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http side port stopped", zap.Error(err))
 		}
 	}()
@@ -150,4 +153,65 @@ func (h *httpSide) stop() {
 	if err := h.srv.Shutdown(ctx); err != nil {
 		_ = h.srv.Close()
 	}
+}
+
+// stdLog is the side port's log.Logger for net/http and promhttp: what they
+// log is errors (accept failures, handler panics, failed gathers), so at
+// warn level, not zap.NewStdLog's info.
+func stdLog(log *zap.Logger) *stdlog.Logger {
+	l, err := zap.NewStdLogAt(log, zapcore.WarnLevel)
+	if err != nil { // only for an invalid level
+		return zap.NewStdLog(log)
+	}
+	return l
+}
+
+// httpMaxConns caps the side port's open connections. Its descriptors
+// come from the budget the lock port's connection cap is computed from
+// (the reactor keeps this many more in reserve), so idle connections to
+// the side port cannot starve the lock port. Connections past the cap
+// wait in the kernel's accept queue.
+const httpMaxConns = 64
+
+// limitListener accepts at most n connections open at once.
+type limitListener struct {
+	net.Listener
+	sem       chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func newLimitListener(ln net.Listener, n int) *limitListener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n), done: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

@@ -83,6 +83,16 @@ func setProcs(loops int, getenv func(string) string) int {
 	return n
 }
 
+// fdReserve is how many descriptors the lock port's connection cap leaves
+// for everything else: the reactor's default 64, plus the side port's
+// connections when it is on.
+func fdReserve(sidePort bool) int {
+	if sidePort {
+		return 64 + httpMaxConns
+	}
+	return 64
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil))
 }
@@ -171,6 +181,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 		TLS:            tlsCfg,
 		Logger:         log,
 		Metrics:        o.HTTPAddr != "",
+		FDReserve:      fdReserve(o.HTTPAddr != ""),
 	}, table)
 	if err != nil {
 		if httpLn != nil {
