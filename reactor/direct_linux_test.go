@@ -90,8 +90,9 @@ func TestDirectTimerResult(t *testing.T) {
 	g, _, _ := directFixture(t)
 	g.result.Timer = true
 	require.False(t, g.tryDirect())
-	require.Equal(t, directArmed, g.direct.Load())
+	require.Equal(t, directOff, g.direct.Load(), "the loop owns it again")
 	require.True(t, g.parked)
+	require.True(t, g.resolved.Load())
 }
 
 // TestDirectStopping: once the server stops, nothing is written directly.
