@@ -41,8 +41,9 @@ type gconn struct {
 	owedMark uint32
 	// direct is the direct-delivery state (directOff, directArmed,
 	// directBusy, directWanted, directClosing): see tryDirect.
-	direct  atomic.Uint32
-	stalled bool
+	direct atomic.Uint32
+	// stalled (replies pending in gnet's buffer) is in session, where it
+	// fits in padding: gconn stays in the 256-byte size class.
 }
 
 // Direct delivery. A parked request is often completed on another event

@@ -60,6 +60,9 @@ type session struct {
 	// arrived (at most 2).
 	lines     uint8
 	parkedCmd codec.Command
+	// stalled is gconn's (event loops only): replies are pending in
+	// gnet's outbound buffer. Here it fits in padding.
+	stalled bool
 }
 
 func (s *session) init(srv *Server, tr transport, now int64) {
