@@ -88,8 +88,14 @@ type node struct {
 	token        codec.Token
 	lease        int64 // seconds
 	expires      int64 // lease deadline (ns) while holding; while waiting, when it joined the queue
+	timeoutAt    int64 // while a request waits on it: its timeout (ns)
 	state        uint8
 	twoPhase     bool // created by e and not yet consumed by a successful w
+	// untold: a two-phase entry granted from the queue before its w. Its
+	// owner was only told "queued" and knows no token, so the grant is
+	// two-phase state, dropped when the owner closes even with
+	// auto-release off.
+	untold bool
 }
 
 // queue is an intrusive FIFO of nodes through kprev/knext.
@@ -187,6 +193,7 @@ type core struct {
 	// idle keys, oldest first
 	idleHead, idleTail *key
 	free               *node // free list through knext
+	nfree              int   // its length, at most maxFreeNodes
 	salt               *rand.ChaCha8
 	out                []Completion // results of parked requests, drained by Table
 	fireNow            int64        // now of the Advance in progress
@@ -217,10 +224,17 @@ func (c *core) table(ns Namespace) map[string]*key {
 
 // ---- nodes ----
 
+// maxFreeNodes bounds each shard's free list: steady traffic reuses nodes
+// without allocating, and the nodes of a burst (a million waiters, or e on
+// a million keys) go back to the garbage collector instead of staying
+// pinned for the life of the process.
+const maxFreeNodes = 1024
+
 func (c *core) newNode(k *key, o *Owner) *node {
 	n := c.free
 	if n != nil {
 		c.free = n.knext
+		c.nfree--
 		n.knext = nil
 	} else {
 		n = &node{}
@@ -235,9 +249,13 @@ func (c *core) newNode(k *key, o *Owner) *node {
 func (c *core) freeNode(n *node) {
 	self := n.timer.Owner
 	*n = node{}
+	if c.nfree >= maxFreeNodes {
+		return // unreachable now: the collector takes it
+	}
 	n.timer.Owner = self
 	n.knext = c.free
 	c.free = n
+	c.nfree++
 }
 
 func (c *core) ownerLink(n *node) {
@@ -454,6 +472,8 @@ func (c *core) grantWaiters(k *key, now int64) {
 			c.out = append(c.out, Completion{Cont: n.cont, Result: Result{Code: codec.CodeOK, Token: n.token, Lease: n.lease}})
 			n.cont = nil
 			n.twoPhase = false
+		} else if n.twoPhase {
+			n.untold = true
 		}
 	}
 }
@@ -511,25 +531,55 @@ func (c *core) findHolder(k *key, t codec.Token, now int64) *node {
 }
 
 // fire is the wheel callback: a waiter's timeout or a holder's lease end.
+//
+// Timers due in one tick fire in no particular order, so lease ends and
+// timeouts of the same key are put in the order of their nanosecond
+// deadlines here (a tie goes to the grant): a waiter is not timed out
+// after the lock came free for it, nor granted a lock that was not free
+// before its timeout. With --tick 1s that difference was up to a second.
 func (c *core) fire(t *wheel.Timer) {
 	n := t.Owner.(*node)
 	now := c.fireNow
 	switch n.state {
 	case stHolding:
+		k := n.key
+		for w := k.waiters.head; w != nil; {
+			next := w.knext
+			if w.cont != nil && w.timeoutAt < n.expires {
+				c.wheel.Remove(&w.timer)
+				c.timeOut(w, now)
+			}
+			w = next
+		}
 		c.expire(n, now)
 	case stWaiting:
 		k := n.key
-		k.waiters.remove(n)
-		c.ctr.Waiting[k.ns]--
-		c.ctr.WaiterTimeouts[k.ns]++
-		if n.cont != nil {
-			c.out = append(c.out, Completion{Cont: n.cont, Result: Result{Code: codec.CodeTimeout}})
+		for h := k.holders.head; h != nil && n.state == stWaiting; {
+			next := h.knext
+			if h.expires <= n.timeoutAt {
+				c.expire(h, now) // may grant n
+			}
+			h = next
 		}
-		// A timed-out w leaves the queue: its two-phase state ends too.
-		c.ownerUnlink(n)
-		c.freeNode(n)
-		c.settle(k, now)
+		if n.state == stWaiting {
+			c.timeOut(n, now)
+		}
 	}
+}
+
+// timeOut ends a waiting request whose timeout has passed.
+func (c *core) timeOut(n *node, now int64) {
+	k := n.key
+	k.waiters.remove(n)
+	c.ctr.Waiting[k.ns]--
+	c.ctr.WaiterTimeouts[k.ns]++
+	if n.cont != nil {
+		c.out = append(c.out, Completion{Cont: n.cont, Result: Result{Code: codec.CodeTimeout}})
+	}
+	// A timed-out w leaves the queue: its two-phase state ends too.
+	c.ownerUnlink(n)
+	c.freeNode(n)
+	c.settle(k, now)
 }
 
 // ---- operations ----
@@ -563,7 +613,8 @@ func (c *core) acquire(o *Owner, ns Namespace, name []byte, timeout, limit, leas
 	k.waiters.pushBack(n)
 	c.ctr.Waiting[k.ns]++
 	c.ownerLink(n)
-	c.setTimer(n, now+seconds(timeout))
+	n.timeoutAt = now + seconds(timeout)
+	c.setTimer(n, n.timeoutAt)
 	c.settle(k, now)
 	return Result{Parked: true}
 }
@@ -664,7 +715,7 @@ func (c *core) wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Con
 			c.dropTomb(n)
 			return Result{Code: codec.CodeErrorLeaseExpired}
 		}
-		n.twoPhase = false
+		n.twoPhase, n.untold = false, false
 		c.startLease(n, now)
 		return Result{Code: codec.CodeOK, Token: n.token, Lease: n.lease}
 	}
@@ -685,13 +736,17 @@ func (c *core) wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Con
 		return Result{Code: codec.CodeTimeout}
 	}
 	n.cont = cont
-	c.setTimer(n, now+seconds(timeout))
+	// A grant's lease starts no earlier than this w (see grantWaiters):
+	// it restarts from the w's moment, and the e's is older.
+	n.expires = max(n.expires, now)
+	n.timeoutAt = now + seconds(timeout)
+	c.setTimer(n, n.timeoutAt)
 	return Result{Parked: true}
 }
 
-// closeOwner drops o's waiters and two-phase state in this shard and
-// releases (or, with auto-release off, orphans until lease end) its
-// holdings.
+// closeOwner drops o's waiters and two-phase state (including grants it
+// was never told of) in this shard and releases (or, with auto-release
+// off, orphans until lease end) its holdings.
 func (c *core) closeOwner(o *Owner, now int64) {
 	head, ok := c.owners[o]
 	if !ok {
@@ -716,7 +771,21 @@ func (c *core) closeOwner(o *Owner, now int64) {
 		}
 		n = next
 	}
-	// Pass 2: holdings.
+	// Pass 2: grants o was never told of are two-phase state, released
+	// even with auto-release off: nobody knows their tokens. (Before pass
+	// 3 orphans anything: dropHolder unlinks from o's list, which must
+	// still be intact.)
+	if !c.lim.autoRelease {
+		for n := c.owners[o]; n != nil; {
+			next := n.onext
+			if n.untold {
+				c.ctr.DisconnectReleases[n.key.ns]++
+				c.dropHolder(n, now)
+			}
+			n = next
+		}
+	}
+	// Pass 3: holdings.
 	for n := c.owners[o]; n != nil; {
 		next := n.onext
 		if c.lim.autoRelease {

@@ -64,6 +64,7 @@ type mNode struct {
 	key       *mKey
 	st        uint8 // stWaiting, stHolding, stExpired
 	twoPhase  bool
+	untold    bool  // a two-phase entry granted from the queue before its w
 	req       *rec  // the parked request
 	timeoutAt int64 // its deadline (ns)
 	lease     int64
@@ -217,6 +218,8 @@ func (m *model) grantWaiters(k *mKey) {
 			m.fired[n.req] = mRes{code: codec.CodeOK, node: n, lease: n.lease}
 			n.req = nil
 			n.twoPhase = false
+		} else if n.twoPhase {
+			n.untold = true
 		}
 	}
 }
@@ -375,7 +378,7 @@ func (m *model) wait(o *mOwner, id mKeyID, timeout int64, req *rec) mRes {
 			m.dropTomb(n)
 			return mRes{code: codec.CodeErrorLeaseExpired}
 		}
-		n.twoPhase = false
+		n.twoPhase, n.untold = false, false
 		n.expires = m.now + n.lease*sec
 		return mRes{code: codec.CodeOK, node: n, lease: n.lease}
 	}
@@ -399,8 +402,10 @@ func (m *model) close(o *mOwner) {
 			m.dropTomb(n)
 		}
 	}
+	// A grant the owner was never told of is two-phase state: released
+	// even with auto-release off.
 	for _, n := range slices.Clone(o.nodes) {
-		if m.autoRelease {
+		if m.autoRelease || n.untold {
 			n.key.holders = del(n.key.holders, n, m.fail)
 			m.unown(n)
 			m.grantWaiters(n.key)
