@@ -273,7 +273,7 @@ func (o *options) validate() error {
 		return errors.New("invalid --auth-token-file: give either --auth-token or --auth-token-file, not both")
 	}
 	if o.AuthTokenFile != "" {
-		b, err := os.ReadFile(o.AuthTokenFile)
+		b, err := readSmallFile(o.AuthTokenFile)
 		if err != nil {
 			return fmt.Errorf("invalid --auth-token-file: %v", err)
 		}
@@ -329,4 +329,26 @@ func checkHost(h string) error {
 		return fmt.Errorf("%q is neither an IP address nor a host name", h)
 	}
 	return nil
+}
+
+// maxSmallFile bounds the token and fence state files: both hold one line,
+// and a wrong path (a log, a device such as /dev/zero) must fail at once
+// rather than read without end.
+const maxSmallFile = 64 << 10
+
+// readSmallFile reads a file of at most maxSmallFile bytes.
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSmallFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSmallFile {
+		return nil, fmt.Errorf("%s: larger than %d KiB", path, maxSmallFile>>10)
+	}
+	return b, nil
 }

@@ -32,6 +32,8 @@ func TestBadFilesExit(t *testing.T) {
 		{"token file blank", []string{"--auth-token-file", emptyTok}, "--auth-token-file"},
 		{"token file is dir", []string{"--auth-token-file", t.TempDir()}, "--auth-token-file"},
 		{"cert is dir", []string{"--tls-cert", t.TempDir(), "--tls-key", key2}, "--tls-cert"},
+		{"token file is endless", []string{"--auth-token-file", "/dev/zero"}, "--auth-token-file: /dev/zero: larger than 64 KiB"},
+		{"fence file is endless", []string{"--fence-state-file", "/dev/zero"}, "--fence-state-file: /dev/zero: larger than 64 KiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -59,7 +59,7 @@ func newFenceState(path string) (*fenceState, error) {
 		}
 		f.path = real
 	}
-	b, err := os.ReadFile(f.path)
+	b, err := readSmallFile(f.path)
 	switch {
 	case os.IsNotExist(err):
 	case err != nil:
