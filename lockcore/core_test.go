@@ -221,30 +221,49 @@ func TestStatsTombstoneOnlyKeysIdle(t *testing.T) {
 // A release served with a clock reading older than a waiter's arrival (the
 // releaser read now, then another goroutine parked the waiter) must not
 // start the waiter's lease in the past: the lease counts from when the
-// waiter joined at the earliest, so it never ends early.
+// waiter joined at the earliest, so it never ends early. For a parked w
+// that is the w's arrival, not the e's (PROTOCOL.md: a w that answers ok
+// restarts the lease "from that moment (full TTL)").
 func TestHandoffLeaseNotBeforeWaiterJoined(t *testing.T) {
-	now := int64(0)
-	tbl := fakeTable(Config{Shards: 4}, &now)
-	h, w := NewOwner(1), NewOwner(2)
-	tok := tbl.Acquire(h, Locks, []byte("k"), 0, 1, 10, nil, 0).Token
-	r := &rec{}
-	if res := tbl.Acquire(w, Locks, []byte("k"), 30, 1, 10, r, 5*sec); !res.Parked {
-		t.Fatalf("waiter: %v", fmtRes(res))
+	for _, tc := range []struct {
+		name string
+		park func(tbl *Table, w *Owner, r *rec) Result // at 5 s
+	}{
+		{"l", func(tbl *Table, w *Owner, r *rec) Result {
+			return tbl.Acquire(w, Locks, []byte("k"), 30, 1, 10, r, 5*sec)
+		}},
+		{"e at 0, w at 5 s", func(tbl *Table, w *Owner, r *rec) Result {
+			if res := tbl.Enqueue(w, Locks, []byte("k"), 1, 10, 0); res.Code != codec.CodeQueued {
+				return res
+			}
+			return tbl.Wait(w, Locks, []byte("k"), 30, r, 5*sec)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := int64(0)
+			tbl := fakeTable(Config{Shards: 4}, &now)
+			h, w := NewOwner(1), NewOwner(2)
+			tok := tbl.Acquire(h, Locks, []byte("k"), 0, 1, 10, nil, 0).Token
+			r := &rec{}
+			if res := tc.park(tbl, w, r); !res.Parked {
+				t.Fatalf("waiter: %v", fmtRes(res))
+			}
+			if code := tbl.Release(Locks, []byte("k"), tok, 3*sec); code != codec.CodeOK { // stale now
+				t.Fatalf("release: %v", code)
+			}
+			if len(r.results) != 1 || r.results[0].Code != codec.CodeOK {
+				t.Fatalf("waiter not granted: %v", r.results)
+			}
+			st := tbl.Stats(5 * sec)
+			if len(st.Locks) != 1 || st.Locks[0].OwnerConnID != 2 || st.Locks[0].LeaseExpiresInS != 10 {
+				t.Fatalf("lease from the stale release time, not the waiter's arrival: %+v", st.Locks)
+			}
+			now = 14*sec + 999*msec
+			tbl.Advance(now)
+			if st := tbl.Stats(now); len(st.Locks) != 1 {
+				t.Fatal("lease ended before 10 s after the waiter joined")
+			}
+			mustInvariants(t, tbl)
+		})
 	}
-	if code := tbl.Release(Locks, []byte("k"), tok, 3*sec); code != codec.CodeOK { // stale now
-		t.Fatalf("release: %v", code)
-	}
-	if len(r.results) != 1 || r.results[0].Code != codec.CodeOK {
-		t.Fatalf("waiter not granted: %v", r.results)
-	}
-	st := tbl.Stats(5 * sec)
-	if len(st.Locks) != 1 || st.Locks[0].OwnerConnID != 2 || st.Locks[0].LeaseExpiresInS != 10 {
-		t.Fatalf("lease from the stale release time, not the waiter's arrival: %+v", st.Locks)
-	}
-	now = 14*sec + 999*msec
-	tbl.Advance(now)
-	if st := tbl.Stats(now); len(st.Locks) != 1 {
-		t.Fatal("lease ended before 10 s after the waiter joined")
-	}
-	mustInvariants(t, tbl)
 }

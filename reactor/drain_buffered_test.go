@@ -44,6 +44,24 @@ func serverSideFD(t *testing.T, c net.Conn) int {
 	return -1
 }
 
+// dialSmallBuffers dials srv (which then has want connections) with 4 KiB
+// kernel buffers on both sides of the connection, so that a few large
+// replies fill them (instead of megabytes).
+func dialSmallBuffers(t *testing.T, srv *reactortest.Server, want int64) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	w, err := d.Dial("tcp", srv.Addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = w.Close() })
+	waitConnections(t, srv, want)
+	require.NoError(t, unix.SetsockoptInt(serverSideFD(t, w), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096))
+	return w
+}
+
 // TestDrainWaitsForBufferedGrant: Shutdown must not close a
 // connection while the grant of a request it was waiting for is still in
 // the server's outbound buffer. The client is behind on reading a large
@@ -62,23 +80,12 @@ func TestDrainWaitsForBufferedGrant(t *testing.T) {
 	holdKeys(t, h, 150) // stats replies of ~20 KB
 	tok := lock(t, h, "dk")
 
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-	}}
-	w, err := d.Dial("tcp", srv.Addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = w.Close() })
-	waitConnections(t, srv, 2)
-	// Small kernel buffers on the server side too, so that a few stats
-	// replies fill them (instead of megabytes).
-	require.NoError(t, unix.SetsockoptInt(serverSideFD(t, w), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096))
+	w := dialSmallBuffers(t, srv, 2)
 
 	// Three stats replies (~60 KB, more than the socket buffers hold), then
 	// a lock request that waits. The client reads nothing yet.
 	const nStats = 3
-	_, err = w.Write([]byte(strings.Repeat(req("stats", "_", "_"), nStats) + req("l", "dk", "30")))
+	_, err := w.Write([]byte(strings.Repeat(req("stats", "_", "_"), nStats) + req("l", "dk", "30")))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return srv.Metrics().Parked == 1 }, 5*time.Second, time.Millisecond,
 		"the lock request never parked")

@@ -4,14 +4,11 @@ package reactor_test
 
 import (
 	"bufio"
-	"net"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/lockreactor/dflockd/reactor/reactortest"
 )
@@ -32,19 +29,10 @@ func TestReadTimeoutWhileRepliesDrain(t *testing.T) {
 	h := srv.Dial(t)
 	holdKeys(t, h, 150) // stats replies of ~20 KB
 
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) {
-			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-	}}
-	w, err := d.Dial("tcp", srv.Addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = w.Close() })
-	waitConnections(t, srv, 2)
-	require.NoError(t, unix.SetsockoptInt(serverSideFD(t, w), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096))
+	w := dialSmallBuffers(t, srv, 2)
 
 	const n = 12 // ~240 KB of replies
-	_, err = w.Write([]byte(strings.Repeat(req("stats", "_", "_"), n) + req("ping", "_", "_")))
+	_, err := w.Write([]byte(strings.Repeat(req("stats", "_", "_"), n) + req("ping", "_", "_")))
 	require.NoError(t, err)
 	// Read steadily at ~160 KB/s: about 1.5 s for everything.
 	r := bufio.NewReaderSize(w, 4096)
