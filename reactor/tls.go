@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/lockreactor/dflockd/codec"
 )
 
 // tlsConn is a session served over crypto/tls. TLS cannot run on gnet, so
@@ -112,7 +114,9 @@ func (t *tlsConn) read(inboundCap int) {
 				t.in = t.in[:0]
 				break
 			}
-			if len(t.in) <= inboundCap {
+			// Slack for one incomplete request, which the processor
+			// cannot decode yet: waiting for it would spin.
+			if len(t.in) <= inboundCap+3*(codec.MaxLineLen+1) {
 				break
 			}
 			if t.parked && !t.resolved.Load() {
@@ -194,11 +198,7 @@ func (t *tlsConn) process(s *Server) {
 				_ = t.nc.NetConn().Close()
 				return
 			}
-			// Clear the deadline: crypto/tls also writes inside the
-			// reader's Read (the answer to a client's KeyUpdate), and an
-			// expired deadline would fail that write and, through the
-			// error crypto/tls keeps, the next reply.
-			_ = t.nc.SetWriteDeadline(time.Time{})
+			// The write deadline is moved on below (setDeadlines).
 			t.sent()
 		}
 		if t.mt != nil && t.mt.batch.mask != 0 {
@@ -232,13 +232,22 @@ func (t *tlsConn) process(s *Server) {
 }
 
 // setReadDeadline applies the session's read timeout to the socket (none
-// while parked).
+// while parked), and bounds the writes crypto/tls makes inside the
+// reader's Read (an alert for a bad record, the answer to a KeyUpdate) to
+// the write timeout past it. Those writes must neither fail at once (a
+// deadline left from the last reply would fail a KeyUpdate's answer, and
+// crypto/tls keeps that error for the next reply) nor block for ever on a
+// client that stopped reading: the read deadline could not fire then.
+// Without a read deadline they wait for the next reply's write, whose
+// deadline bounds them too.
 func (t *tlsConn) setReadDeadline(now int64) {
-	var dl time.Time
+	var rdl, wdl time.Time
 	if d := t.readDeadline(); d > 0 {
-		dl = time.Now().Add(time.Duration(d - now))
+		rdl = time.Now().Add(time.Duration(d - now))
+		wdl = rdl.Add(t.srv.cfg.WriteTimeout)
 	}
-	if err := t.nc.SetReadDeadline(dl); err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, net.ErrClosed) {
+	if err := t.nc.SetReadDeadline(rdl); err != nil && !errors.Is(err, os.ErrClosed) && !errors.Is(err, net.ErrClosed) {
 		t.srv.log.Debug("set read deadline", zap.Error(err))
 	}
+	_ = t.nc.SetWriteDeadline(wdl)
 }
