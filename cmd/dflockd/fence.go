@@ -51,14 +51,13 @@ func newFenceState(path string) (*fenceState, error) {
 		return f, nil
 	}
 	// Write through a symbolic link: the rename below would replace the
-	// link itself with a file, and leave its target stale.
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-		real, err := filepath.EvalSymlinks(path)
-		if err != nil {
-			return nil, err
-		}
-		f.path = real
+	// link itself with a file, and leave its target stale. The target may
+	// not exist yet (a link made ahead of the first run).
+	real, err := resolveLinks(path)
+	if err != nil {
+		return nil, err
 	}
+	f.path = real
 	b, err := readSmallFile(f.path)
 	switch {
 	case os.IsNotExist(err):
@@ -76,6 +75,26 @@ func newFenceState(path string) (*fenceState, error) {
 	}
 	// Prove the file is writable before serving.
 	return f, f.write(max(f.ceiling, f.start()))
+}
+
+// resolveLinks follows path's symbolic links, if any, to the file they
+// name, which need not exist.
+func resolveLinks(path string) (string, error) {
+	for range 40 { // as the kernel's limit on nested links
+		fi, err := os.Lstat(path)
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			return path, nil // not a link (or missing: a first run)
+		}
+		target, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
 func (f *fenceState) start() uint64 {
@@ -121,6 +140,7 @@ func (f *fenceState) persist(ceiling uint64, log *zap.Logger) {
 	switch {
 	case err == nil && f.failing:
 		f.failing = false
+		defer func() { f.failures = 0 }()
 		log.Info("fence state written again", zap.String("path", f.path), zap.Int("failures_since_last_log", f.failures))
 	case err != nil && (!f.failing || now.Sub(f.failedAt) >= fenceLogEvery):
 		log.Error("fence state: cannot persist the fence ceiling; fences may repeat after a restart if the clock steps back",

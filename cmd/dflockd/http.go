@@ -131,12 +131,15 @@ func startHTTP(ln net.Listener, srv *reactor.Server, table *lockcore.Table, o *o
 		srv: &http.Server{
 			Handler:           httpHandler(srv, newRegistry(srv, table), o.AuthToken, o.PProf, log),
 			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
+			ReadTimeout:       30 * time.Second,
+			IdleTimeout:       30 * time.Second,
 			ErrorLog:          stdLog(log),
 		},
 	}
+	lim := newLimitListener(ln, httpMaxConns)
+	h.srv.ConnState = lim.connState
 	go func() {
-		if err := h.srv.Serve(newLimitListener(ln, httpMaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := h.srv.Serve(lim); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http side port stopped", zap.Error(err))
 		}
 	}()
@@ -168,9 +171,11 @@ func stdLog(log *zap.Logger) *stdlog.Logger {
 
 // httpMaxConns caps the side port's open connections. Its descriptors
 // come from the budget the lock port's connection cap is computed from
-// (the reactor keeps this many more in reserve), so idle connections to
-// the side port cannot starve the lock port. Connections past the cap
-// wait in the kernel's accept queue.
+// (the reactor keeps this many more in reserve), so connections to the
+// side port cannot starve the lock port. At the cap an idle keep-alive
+// connection is closed to make room (so idle clients cannot lock out the
+// health probes); with none idle, new connections wait in the kernel's
+// accept queue.
 const httpMaxConns = 64
 
 // limitListener accepts at most n connections open at once.
@@ -179,24 +184,72 @@ type limitListener struct {
 	sem       chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	idleSig   chan struct{} // a connection went idle
+
+	mu   sync.Mutex
+	idle map[*limitConn]struct{}
 }
 
 func newLimitListener(ln net.Listener, n int) *limitListener {
-	return &limitListener{Listener: ln, sem: make(chan struct{}, n), done: make(chan struct{})}
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n), done: make(chan struct{}),
+		idleSig: make(chan struct{}, 1), idle: make(map[*limitConn]struct{})}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.sem <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+	for {
+		if len(l.sem) == cap(l.sem) {
+			l.closeIdle()
+		}
+		select {
+		case l.sem <- struct{}{}:
+			c, err := l.Listener.Accept()
+			if err != nil {
+				<-l.sem
+				return nil, err
+			}
+			return &limitConn{Conn: c, l: l}, nil
+		case <-l.done:
+			return nil, net.ErrClosed
+		case <-l.idleSig:
+		}
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
+}
+
+// closeIdle closes one idle keep-alive connection, if there is one.
+func (l *limitListener) closeIdle() {
+	l.mu.Lock()
+	var victim *limitConn
+	for c := range l.idle {
+		victim = c
+		delete(l.idle, c)
+		break
 	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
+	l.mu.Unlock()
+	if victim != nil {
+		_ = victim.Close()
+	}
+}
+
+// connState is the http.Server's ConnState hook: it tracks idle
+// connections.
+func (l *limitListener) connState(nc net.Conn, st http.ConnState) {
+	c, ok := nc.(*limitConn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	if st == http.StateIdle {
+		l.idle[c] = struct{}{}
+	} else {
+		delete(l.idle, c)
+	}
+	l.mu.Unlock()
+	if st == http.StateIdle {
+		select {
+		case l.idleSig <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (l *limitListener) Close() error {
@@ -206,12 +259,26 @@ func (l *limitListener) Close() error {
 
 type limitConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l    *limitListener
+	once sync.Once
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.idle, c)
+		c.l.mu.Unlock()
+		<-c.l.sem
+	})
 	return err
+}
+
+// CloseWrite passes a half-close through, as net/http uses it to let a
+// client read a final response before the connection closes.
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
