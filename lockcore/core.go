@@ -1,7 +1,9 @@
 package lockcore
 
 import (
+	"cmp"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 
 	"github.com/lockreactor/dflockd/codec"
@@ -197,6 +199,7 @@ type core struct {
 	salt               *rand.ChaCha8
 	out                []Completion // results of parked requests, drained by Table
 	fireNow            int64        // now of the Advance in progress
+	events             []event      // fire's scratch
 	fireFn             func(*wheel.Timer)
 	ctr                Counters // this shard's share; Table.Counters sums them
 }
@@ -532,39 +535,79 @@ func (c *core) findHolder(k *key, t codec.Token, now int64) *node {
 
 // fire is the wheel callback: a waiter's timeout or a holder's lease end.
 //
-// Timers due in one tick fire in no particular order, so lease ends and
-// timeouts of the same key are put in the order of their nanosecond
-// deadlines here (a tie goes to the grant): a waiter is not timed out
-// after the lock came free for it, nor granted a lock that was not free
-// before its timeout. With --tick 1s that difference was up to a second.
+// Timers due in one Advance fire in no particular order (one tick holds a
+// whole --tick of deadlines), so when a key has a lease that ran out, all
+// of the key's due lease ends and timeouts are applied at once in the
+// order of their nanosecond deadlines (a tie goes to the lease end, so to
+// the grant): a waiter is not timed out after a slot came free for it, nor
+// granted a slot that was not free before its timeout. With --tick 1s that
+// difference was up to a second. Without a due lease end, timeouts do not
+// interact and one is applied alone.
 func (c *core) fire(t *wheel.Timer) {
 	n := t.Owner.(*node)
 	now := c.fireNow
-	switch n.state {
-	case stHolding:
-		k := n.key
-		for w := k.waiters.head; w != nil; {
-			next := w.knext
-			if w.cont != nil && w.timeoutAt < n.expires {
-				c.wheel.Remove(&w.timer)
-				c.timeOut(w, now)
-			}
-			w = next
-		}
-		c.expire(n, now)
-	case stWaiting:
-		k := n.key
-		for h := k.holders.head; h != nil && n.state == stWaiting; {
-			next := h.knext
-			if h.expires <= n.timeoutAt {
-				c.expire(h, now) // may grant n
-			}
-			h = next
-		}
-		if n.state == stWaiting {
-			c.timeOut(n, now)
+	if n.state != stHolding && n.state != stWaiting {
+		return
+	}
+	k := n.key
+	// Due as the wheel counts it: its deadline's tick has come.
+	nowTick := uint64(now / c.lim.tickNs)
+	isDue := func(at int64) bool { return c.deadlineTick(at) <= nowTick }
+	due := false
+	for h := k.holders.head; h != nil && !due; h = h.knext {
+		due = isDue(h.expires)
+	}
+	if !due {
+		// n is a waiter: a holder's timer fires only once it is due.
+		c.timeOut(n, now)
+		return
+	}
+	evs := c.events[:0]
+	for h := k.holders.head; h != nil; h = h.knext {
+		if isDue(h.expires) {
+			evs = append(evs, event{n: h, at: h.expires})
 		}
 	}
+	for w := k.waiters.head; w != nil; w = w.knext {
+		if w.cont != nil && isDue(w.timeoutAt) {
+			evs = append(evs, event{n: w, at: w.timeoutAt, timeout: true})
+		}
+	}
+	slices.SortFunc(evs, func(a, b event) int {
+		if a.at != b.at {
+			return cmp.Compare(a.at, b.at)
+		}
+		return cmp.Compare(boolInt(a.timeout), boolInt(b.timeout))
+	})
+	for _, e := range evs {
+		// Each still as it was: an earlier event may have granted a
+		// waiter (now a holder with a fresh lease) or freed a node.
+		m := e.n
+		switch {
+		case m.key != k:
+		case !e.timeout && m.state == stHolding && m.expires == e.at:
+			c.expire(m, now) // removes its timer
+		case e.timeout && m.state == stWaiting && m.cont != nil && m.timeoutAt == e.at:
+			c.wheel.Remove(&m.timer)
+			c.timeOut(m, now)
+		}
+	}
+	clear(evs) // no node pinned until the next fire
+	c.events = evs[:0]
+}
+
+// event is a due lease end or timeout, for fire.
+type event struct {
+	n       *node
+	at      int64
+	timeout bool
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // timeOut ends a waiting request whose timeout has passed.
