@@ -58,8 +58,8 @@ func TestSmallInboundCapIncompleteRequest(t *testing.T) {
 
 			nc, err := net.DialTimeout("tcp", srv.Addr().String(), 5*time.Second)
 			require.NoError(t, err)
-			defer nc.Close()
-			var c net.Conn = nc
+			defer func() { _ = nc.Close() }()
+			c := nc
 			if withTLS {
 				tc := tls.Client(nc, clientTLS)
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
