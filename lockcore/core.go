@@ -550,12 +550,14 @@ func (c *core) fire(t *wheel.Timer) {
 		return
 	}
 	k := n.key
-	// Due as the wheel counts it: its deadline's tick has come.
-	nowTick := uint64(now / c.lim.tickNs)
-	isDue := func(at int64) bool { return c.deadlineTick(at) <= nowTick }
-	due := false
+	// Due as the wheel counts it: its deadline's tick has come (the
+	// wheel's tick, which an Advance with an older now does not move
+	// back). The node that fired is due whatever its deadline says.
+	nowTick := max(uint64(now/c.lim.tickNs), c.wheel.Now())
+	isDue := func(m *node, at int64) bool { return m == n || c.deadlineTick(at) <= nowTick }
+	due := n.state == stHolding
 	for h := k.holders.head; h != nil && !due; h = h.knext {
-		due = isDue(h.expires)
+		due = isDue(h, h.expires)
 	}
 	if !due {
 		// n is a waiter: a holder's timer fires only once it is due.
@@ -564,12 +566,12 @@ func (c *core) fire(t *wheel.Timer) {
 	}
 	evs := c.events[:0]
 	for h := k.holders.head; h != nil; h = h.knext {
-		if isDue(h.expires) {
+		if isDue(h, h.expires) {
 			evs = append(evs, event{n: h, at: h.expires})
 		}
 	}
 	for w := k.waiters.head; w != nil; w = w.knext {
-		if w.cont != nil && isDue(w.timeoutAt) {
+		if w.cont != nil && isDue(w, w.timeoutAt) {
 			evs = append(evs, event{n: w, at: w.timeoutAt, timeout: true})
 		}
 	}

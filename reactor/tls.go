@@ -114,13 +114,13 @@ func (t *tlsConn) read(inboundCap int) {
 				t.in = t.in[:0]
 				break
 			}
+			if t.parked && !t.resolved.Load() {
+				over = len(t.in) > inboundCap
+				break
+			}
 			// Slack for one incomplete request, which the processor
 			// cannot decode yet: waiting for it would spin.
 			if len(t.in) <= inboundCap+3*(codec.MaxLineLen+1) {
-				break
-			}
-			if t.parked && !t.resolved.Load() {
-				over = true
 				break
 			}
 			t.wake()

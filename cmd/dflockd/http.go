@@ -172,10 +172,10 @@ func stdLog(log *zap.Logger) *stdlog.Logger {
 // httpMaxConns caps the side port's open connections. Its descriptors
 // come from the budget the lock port's connection cap is computed from
 // (the reactor keeps this many more in reserve), so connections to the
-// side port cannot starve the lock port. At the cap an idle keep-alive
-// connection is closed to make room (so idle clients cannot lock out the
-// health probes); with none idle, new connections wait in the kernel's
-// accept queue.
+// side port cannot starve the lock port. At the cap a newcomer has an
+// idle keep-alive connection closed to make room (so idle clients cannot
+// lock out the health probes); with none idle, it waits (one descriptor
+// past the cap) and later ones wait in the kernel's accept queue.
 const httpMaxConns = 64
 
 // limitListener accepts at most n connections open at once.
@@ -195,22 +195,30 @@ func newLimitListener(ln net.Listener, n int) *limitListener {
 		idleSig: make(chan struct{}, 1), idle: make(map[*limitConn]struct{})}
 }
 
+// Accept takes the next connection, then waits for a slot for it: at the
+// cap it closes an idle keep-alive connection to make room, or waits for
+// one to go idle or close. (Making room before a newcomer arrived would
+// close idle connections for nothing.) The connection waiting for a slot
+// is one descriptor past the cap: fdReserve counts it.
 func (l *limitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
 	for {
-		if len(l.sem) == cap(l.sem) {
-			l.closeIdle()
-		}
 		select {
 		case l.sem <- struct{}{}:
-			c, err := l.Listener.Accept()
-			if err != nil {
-				<-l.sem
-				return nil, err
-			}
 			return &limitConn{Conn: c, l: l}, nil
-		case <-l.done:
-			return nil, net.ErrClosed
+		default:
+		}
+		l.closeIdle()
+		select {
+		case l.sem <- struct{}{}:
+			return &limitConn{Conn: c, l: l}, nil
 		case <-l.idleSig:
+		case <-l.done:
+			_ = c.Close()
+			return nil, net.ErrClosed
 		}
 	}
 }

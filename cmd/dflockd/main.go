@@ -88,7 +88,7 @@ func setProcs(loops int, getenv func(string) string) int {
 // connections when it is on.
 func fdReserve(sidePort bool) int {
 	if sidePort {
-		return 64 + httpMaxConns
+		return 64 + httpMaxConns + 1 // +1: the side port's newcomer waiting for a slot
 	}
 	return 64
 }

@@ -35,7 +35,7 @@ func TestSidePortCannotStarveLockPort(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, side.HTTPAddr)
-	require.Equal(t, int64(nofile-64-httpMaxConns), info.ConnectionCap)
+	require.Equal(t, int64(nofile-fdReserve(true)), info.ConnectionCap)
 
 	var conns []net.Conn
 	t.Cleanup(func() {
