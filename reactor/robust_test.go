@@ -197,33 +197,46 @@ func TestPipelinedRepliesBeyondHighWater(t *testing.T) {
 	})
 }
 
+// TestFloodWhileParked: a parked connection with more than the inbound cap
+// unread is closed, with no reply, and its waiter leaves the queue. Also
+// just past a small cap: over TLS the slack kept for an incomplete request
+// once applied to parked connections too (cap + 771 bytes were kept).
 func TestFloodWhileParked(t *testing.T) {
-	eachTransport(t, func(t *testing.T, tr transport) {
-		srv := tr.start(t, func(c *reactortest.Config) { c.Server.InboundCap = 16 << 10 })
-		obs := srv.Connect(t)
-		a := srv.Connect(t)
-		lock(t, a, "fl")
-		b := dialRaw(t, tr, srv)
-		_, err := b.Write([]byte(req("l", "fl", "60")))
-		require.NoError(t, err)
-		waitLockWaiters(t, obs, "fl", 1)
+	for _, tc := range []struct {
+		name          string
+		inboundCap, n int // the cap; bytes sent while parked
+	}{
+		{"1 MB over 16 KiB", 16 << 10, 1 << 20},
+		{"594 B over 100 B", 100, 600},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eachTransport(t, func(t *testing.T, tr transport) {
+				srv := tr.start(t, func(c *reactortest.Config) { c.Server.InboundCap = tc.inboundCap })
+				obs := srv.Connect(t)
+				a := srv.Connect(t)
+				lock(t, a, "fl")
+				b := dialRaw(t, tr, srv)
+				_, err := b.Write([]byte(req("l", "fl", "60")))
+				require.NoError(t, err)
+				waitLockWaiters(t, obs, "fl", 1)
 
-		// 1 MB more while parked: far over the inbound cap.
-		payload := bytes.Repeat([]byte(req("ping", "_", "_")), 1<<20/9)
-		wrote := make(chan struct{})
-		go func() {
-			defer close(wrote)
-			_ = b.SetWriteDeadline(time.Now().Add(20 * time.Second))
-			_, _ = b.Write(payload) // fails once the server closes, or the kernel takes it all
-		}()
-		require.NoError(t, b.SetReadDeadline(time.Now().Add(10*time.Second)))
-		n, rerr := io.Copy(io.Discard, b)
-		require.False(t, isTimeout(rerr), "a client flooding while parked was not closed")
-		require.Zero(t, n, "no reply for a parked request")
-		<-wrote
-		waitLockWaiters(t, obs, "fl", 0)
-		require.Equal(t, rOK, a.Do("ping", "_", "_"))
-	})
+				payload := bytes.Repeat([]byte(req("ping", "_", "_")), tc.n/9)
+				wrote := make(chan struct{})
+				go func() {
+					defer close(wrote)
+					_ = b.SetWriteDeadline(time.Now().Add(20 * time.Second))
+					_, _ = b.Write(payload) // fails once the server closes, or the kernel takes it all
+				}()
+				require.NoError(t, b.SetReadDeadline(time.Now().Add(10*time.Second)))
+				n, rerr := io.Copy(io.Discard, b)
+				require.False(t, isTimeout(rerr), "a client flooding while parked was not closed")
+				require.Zero(t, n, "no reply for a parked request")
+				<-wrote
+				waitLockWaiters(t, obs, "fl", 0)
+				require.Equal(t, rOK, a.Do("ping", "_", "_"))
+			})
+		})
+	}
 }
 
 // TestPipelineBurstWhileReading: a client that pipelines a large burst of
