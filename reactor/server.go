@@ -57,6 +57,8 @@ type Config struct {
 	InboundCap int
 	// FDReserve is how many file descriptors are kept free below
 	// RLIMIT_NOFILE for everything but client connections (default 64).
+	// The event loops' own descriptors (an epoll and an eventfd each) are
+	// reserved on top of it.
 	FDReserve int
 	Logger    *zap.Logger
 	// Metrics turns on the per-request counters and latency histograms
@@ -158,7 +160,11 @@ func New(cfg Config, table *lockcore.Table) (*Server, error) {
 			s.tlsSinks[i] = new(sink)
 		}
 	}
-	s.connCap = fdConnCap(cfg.FDReserve)
+	reserve := cfg.FDReserve
+	if cfg.TLS == nil {
+		reserve += loopFDs * cfg.Loops
+	}
+	s.connCap = fdConnCap(reserve)
 	if cfg.MaxConnections > 0 && int64(cfg.MaxConnections) < s.connCap {
 		s.connCap = int64(cfg.MaxConnections)
 	}
@@ -219,6 +225,10 @@ func setKeepAlive(c net.Conn) {
 		Count:    keepAliveCount,
 	})
 }
+
+// loopFDs is how many descriptors each gnet event loop holds: its epoll
+// instance and the eventfd that wakes it.
+const loopFDs = 2
 
 // fdConnCap is how many client connections fit under RLIMIT_NOFILE.
 func fdConnCap(reserve int) int64 {
