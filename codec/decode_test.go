@@ -31,6 +31,11 @@ func TestDecodeValid(t *testing.T) {
 		{"l/plus zero timeout", "l\nk\n+0\n", decoded{Cmd: CmdLock, Key: "k", Arg: "+0", Timeout: 0}},
 		{"l/leading zeros", "l\nk\n007 0030\n", decoded{Cmd: CmdLock, Key: "k", Arg: "007 0030", Timeout: 7, Lease: 30}},
 		{"l/spaces and tabs", "l\nk\n \t 10 \t\t  30 \t\n", decoded{Cmd: CmdLock, Key: "k", Arg: " \t 10 \t\t  30 \t", Timeout: 10, Lease: 30}},
+		// Any ASCII whitespace separates arguments, as dflockd's strings.Fields.
+		{"l/vt ff", "l\nk\n\v0\f5\v\n", decoded{Cmd: CmdLock, Key: "k", Arg: "\v0\f5\v", Timeout: 0, Lease: 5}},
+		{"sl/inner cr", "sl\nk\n1\r2\r3\r\r\n", decoded{Cmd: CmdSemLock, Key: "k", Arg: "1\r2\r3\r", Timeout: 1, Limit: 2, Lease: 3}},
+		{"r/token vt", "r\nk\n\f" + testTokenText + "\v\n", decoded{Cmd: CmdRelease, Key: "k", Arg: "\f" + testTokenText + "\v", Token: testToken}},
+		{"e/ff blank", "e\nk\n\f\v\n", decoded{Cmd: CmdEnqueue, Key: "k", Arg: "\f\v"}},
 		{"l/crlf", "l\r\nk\r\n10 30\r\n", decoded{Cmd: CmdLock, Key: "k", Arg: "10 30", Timeout: 10, Lease: 30}},
 		{"l/crlf on one line only", "l\nk\r\n10\n", decoded{Cmd: CmdLock, Key: "k", Arg: "10", Timeout: 10}},
 		{"l/max seconds", "l\nk\n" + maxSec + " " + maxSec + "\n", decoded{Cmd: CmdLock, Key: "k", Arg: maxSec + " " + maxSec, Timeout: MaxSeconds, Lease: MaxSeconds}},

@@ -12,7 +12,7 @@ import (
 // parsers), kept verbatim as an oracle. The optimised Decode must agree with
 // it on every input (TestDecodeMatchesReference, FuzzDecode).
 
-func refIsSpace(c byte) bool { return c == ' ' || c == '\t' }
+func refIsSpace(c byte) bool { return strings.IndexByte(" \t\r\v\f", c) >= 0 }
 
 func refNextLine(buf []byte, off int) (int, error) {
 	end := min(len(buf), off+MaxLineLen+1)

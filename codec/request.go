@@ -271,7 +271,7 @@ func parse(cmdLine, key, arg []byte, req *Request) error {
 	}
 
 	// Each field is parsed where it lies: skipSpace finds its start and the
-	// integer or token parser its end (a field ends at a space, a tab or the
+	// integer or token parser its end (a field ends at whitespace or the
 	// end of the line), so no byte is scanned twice.
 	rest := arg
 	for _, kind := range spec.args {
@@ -340,9 +340,15 @@ func validKey(k []byte) bool {
 	return true
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' }
+// isSpace: the ASCII whitespace that separates arguments (space, tab,
+// '\v', '\f', '\r'), as dflockd's strings.Fields split them. ('\n' ends
+// the line; the non-ASCII spaces strings.Fields also splits on are not
+// accepted.)
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'
+}
 
-// skipSpace drops leading spaces and tabs.
+// skipSpace drops leading whitespace (isSpace).
 func skipSpace(b []byte) []byte {
 	for len(b) > 0 && isSpace(b[0]) {
 		b = b[1:]
@@ -352,7 +358,7 @@ func skipSpace(b []byte) []byte {
 
 // parseIntField parses the integer field at the front of b (non-empty, not
 // starting with a space) as parseInt does, and returns what follows it. A
-// field ends at a space, a tab or the end of b.
+// field ends at whitespace (isSpace) or the end of b.
 func parseIntField(b []byte) (int64, []byte, error) {
 	i := 0
 	if b[0] == '+' {
