@@ -213,6 +213,21 @@ func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
+// OnReadEOF: the client shut down its sending side (a half-close, as
+// `printf … | nc -N` does; the patched gnet calls this instead of closing).
+// Every complete request it sent before is still served and answered, with
+// the usual back-pressure, and the connection closes once they are
+// answered and written. A request that would block counts the half-close
+// as a disconnect: it is dropped, with the connection, as when the client
+// closes.
+func (h *gnetHandler) OnReadEOF(c gnet.Conn) gnet.Action {
+	g := c.Context().(*gconn)
+	lt := g.loop
+	lt.enter()
+	g.peerEOF = true // the loop's alone, like stalled: no claim needed
+	return h.leave(lt, g, h.traffic(g))
+}
+
 func (h *gnetHandler) OnClose(c gnet.Conn, _ error) gnet.Action {
 	g, ok := c.Context().(*gconn)
 	if !ok {
@@ -271,6 +286,11 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 		if c.InboundBuffered() > h.srv.cfg.InboundCap {
 			return gnet.Close
 		}
+		if g.parked && g.peerEOF {
+			// Blocked after a half-close: a disconnect (OnReadEOF).
+			_ = g.flush(now)
+			return gnet.Close
+		}
 		return g.flush(now)
 	}
 	hw := h.srv.cfg.OutboundHighWater
@@ -286,6 +306,14 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 	act := g.flush(now)
 	if more && act == gnet.None && c.OutboundBuffered() < hw {
 		g.trigger() // through gnet, so other connections get their turn
+	}
+	if g.peerEOF && act == gnet.None && !more && !g.closing {
+		// Half-closed: nothing more will arrive. Close once every complete
+		// request is answered and written (the stall check calls again
+		// when the replies have drained), or at once if one blocks.
+		if g.parked || c.OutboundBuffered() == 0 {
+			return gnet.Close
+		}
 	}
 	return act
 }
@@ -405,8 +433,9 @@ func (g *gconn) timerCheck(now int64) {
 		case buffered == 0:
 			g.stalled = false
 			g.lastProgress = now // replies delivered count as progress
-			// Decoding may have stopped at the high-water mark.
-			if g.c.InboundBuffered() > 0 {
+			// Decoding may have stopped at the high-water mark; a
+			// half-closed connection closes now that all is written.
+			if g.c.InboundBuffered() > 0 || g.peerEOF {
 				g.trigger()
 			}
 		case drained != g.drainMark:

@@ -60,9 +60,11 @@ type session struct {
 	// arrived (at most 2).
 	lines     uint8
 	parkedCmd codec.Command
-	// stalled is gconn's (event loops only): replies are pending in
-	// gnet's outbound buffer. Here it fits in padding.
+	// stalled and peerEOF are gconn's (event loops only), kept here in
+	// padding. stalled: replies are pending in gnet's outbound buffer.
+	// peerEOF: the client shut down its sending side (OnReadEOF).
 	stalled bool
+	peerEOF bool
 }
 
 func (s *session) init(srv *Server, tr transport, now int64) {

@@ -215,7 +215,10 @@ func (t *tlsConn) process(s *Server) {
 			}
 			return
 		}
-		if eof {
+		if eof && !more {
+			// Half-closed (or gone): every complete request it sent is
+			// answered (more: some wait behind the reply cap), unless one
+			// blocks, which counts the half-close as a disconnect.
 			return
 		}
 		t.setReadDeadline(now)

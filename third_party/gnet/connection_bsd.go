@@ -55,3 +55,16 @@ func (c *conn) processIO(_ int, filter netpoll.IOEvent, flags netpoll.IOFlags) (
 	}
 	return
 }
+
+// dflockd patch: half-close (ReadEOFHandler) is served on Linux only; on
+// the BSDs a read EOF closes the connection as upstream does.
+
+func (c *conn) modReadWrite(et bool) error {
+	return c.loop.poller.ModReadWrite(&c.pollAttachment, et)
+}
+
+func (c *conn) modRead(et bool) error {
+	return c.loop.poller.ModRead(&c.pollAttachment, et)
+}
+
+func (el *eventloop) readEOF(*conn) (bool, error) { return false, nil }

@@ -68,3 +68,45 @@ func (c *conn) processIO(_ int, ev netpoll.IOEvent, _ netpoll.IOFlags) error {
 	}
 	return nil
 }
+
+// dflockd patch: half-close. A handler that implements ReadEOFHandler keeps
+// serving a connection whose peer shut down its sending side: the
+// connection is no longer polled for reading (level-triggered EOF would
+// fire for ever), only for writing while replies are buffered.
+
+func (c *conn) modReadWrite(et bool) error {
+	if c.readEOF {
+		return c.loop.poller.ModWrite(&c.pollAttachment, et)
+	}
+	return c.loop.poller.ModReadWrite(&c.pollAttachment, et)
+}
+
+func (c *conn) modRead(et bool) error {
+	if c.readEOF {
+		return c.loop.poller.ModNone(&c.pollAttachment)
+	}
+	return c.loop.poller.ModRead(&c.pollAttachment, et)
+}
+
+// readEOF hands a read EOF to a ReadEOFHandler; handled is false when the
+// handler does not implement it (the connection is then closed as usual).
+func (el *eventloop) readEOF(c *conn) (handled bool, err error) {
+	h, ok := el.eventHandler.(ReadEOFHandler)
+	if !ok {
+		return false, nil
+	}
+	if c.readEOF {
+		return true, nil
+	}
+	c.readEOF = true
+	c.isEOF = false
+	if c.outboundBuffer.IsEmpty() {
+		err = el.poller.ModNone(&c.pollAttachment)
+	} else {
+		err = el.poller.ModWrite(&c.pollAttachment, el.engine.opts.EdgeTriggeredIO)
+	}
+	if err != nil {
+		return true, el.close(c, err)
+	}
+	return true, el.handleAction(c, h.OnReadEOF(c))
+}

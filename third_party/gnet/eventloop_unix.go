@@ -279,7 +279,7 @@ func (el *eventloop) open(c *conn) error {
 	}
 
 	if !c.outboundBuffer.IsEmpty() && !el.engine.opts.EdgeTriggeredIO {
-		if err := el.poller.ModReadWrite(&c.pollAttachment, false); err != nil {
+		if err := c.modReadWrite(false); err != nil {
 			return err
 		}
 	}
@@ -306,6 +306,9 @@ loop:
 			return nil
 		}
 		if n == 0 {
+			if handled, err := el.readEOF(c); handled {
+				return err
+			}
 			err = io.EOF
 		}
 		return el.close(c, os.NewSyscallError("read", err))
@@ -385,7 +388,7 @@ loop:
 	// All data have been sent, it's no need to monitor the writable events for LT mode,
 	// remove the writable event from poller to help the future event-loops if necessary.
 	if !isET && c.outboundBuffer.IsEmpty() {
-		return el.poller.ModRead(&c.pollAttachment, false)
+		return c.modRead(false)
 	}
 
 	// To prevent infinite writing in ET mode and starving other events,

@@ -235,6 +235,24 @@ func (p *Poller) ModReadWrite(pa *PollAttachment, edgeTriggered bool) error {
 		unix.EpollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
 }
 
+// ModWrite modifies the given file descriptor with writable events only
+// (dflockd patch: a connection whose peer half-closed is not read again).
+func (p *Poller) ModWrite(pa *PollAttachment, edgeTriggered bool) error {
+	var ev uint32 = WriteEvents
+	if edgeTriggered {
+		ev |= unix.EPOLLET
+	}
+	return os.NewSyscallError("epoll_ctl mod",
+		unix.EpollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD), Events: ev}))
+}
+
+// ModNone stops polling the given file descriptor for reads and writes;
+// errors and hang-ups are still reported (dflockd patch).
+func (p *Poller) ModNone(pa *PollAttachment) error {
+	return os.NewSyscallError("epoll_ctl mod",
+		unix.EpollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &unix.EpollEvent{Fd: int32(pa.FD)}))
+}
+
 // Delete removes the given file descriptor from the poller.
 func (p *Poller) Delete(fd int) error {
 	return os.NewSyscallError("epoll_ctl del", unix.EpollCtl(p.fd, unix.EPOLL_CTL_DEL, fd, nil))

@@ -231,6 +231,26 @@ func (p *Poller) ModRead(pa *PollAttachment, edgeTriggered bool) error {
 	return os.NewSyscallError("epoll_ctl mod", epollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &ev))
 }
 
+// ModWrite modifies the given file descriptor with writable events only
+// (dflockd patch: a connection whose peer half-closed is not read again).
+func (p *Poller) ModWrite(pa *PollAttachment, edgeTriggered bool) error {
+	var ev epollevent
+	ev.events = WriteEvents
+	if edgeTriggered {
+		ev.events |= unix.EPOLLET
+	}
+	convertPollAttachment(unsafe.Pointer(&ev.data), pa)
+	return os.NewSyscallError("epoll_ctl mod", epollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &ev))
+}
+
+// ModNone stops polling the given file descriptor for reads and writes;
+// errors and hang-ups are still reported (dflockd patch).
+func (p *Poller) ModNone(pa *PollAttachment) error {
+	var ev epollevent
+	convertPollAttachment(unsafe.Pointer(&ev.data), pa)
+	return os.NewSyscallError("epoll_ctl mod", epollCtl(p.fd, unix.EPOLL_CTL_MOD, pa.FD, &ev))
+}
+
 // ModReadWrite modifies the given file descriptor with readable and writable events in the poller.
 func (p *Poller) ModReadWrite(pa *PollAttachment, edgeTriggered bool) error {
 	var ev epollevent
