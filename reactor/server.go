@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"go.uber.org/zap"
 
+	"github.com/lockreactor/dflockd/codec"
 	"github.com/lockreactor/dflockd/lockcore"
 )
 
@@ -39,6 +41,10 @@ type Config struct {
 	// AuthToken, when set, must be presented by each connection's first
 	// request (auth).
 	AuthToken string
+	// AuthTimeout bounds how long a connection may stay unauthenticated
+	// when ReadTimeout is 0 or longer (default 30s), so that idle
+	// strangers cannot hold connection slots for ever.
+	AuthTimeout time.Duration
 	// AuthFailDelay is the pause before closing a connection that failed
 	// authentication (default 100ms).
 	AuthFailDelay time.Duration
@@ -73,6 +79,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 5 * time.Second
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 30 * time.Second
 	}
 	if c.AuthFailDelay <= 0 {
 		c.AuthFailDelay = 100 * time.Millisecond
@@ -145,6 +154,11 @@ type Server struct {
 // stops its driver.
 func New(cfg Config, table *lockcore.Table) (*Server, error) {
 	cfg.setDefaults()
+	// A client presents the secret as one protocol line, trimmed: any
+	// other secret would lock every client out.
+	if tok := cfg.AuthToken; len(tok) > codec.MaxLineLen || strings.ContainsRune(tok, '\n') || strings.TrimSpace(tok) != tok {
+		return nil, errors.New("reactor: AuthToken must fit one protocol line (at most 256 bytes, no newline, no surrounding whitespace)")
+	}
 	s := &Server{
 		cfg:       cfg,
 		table:     table,

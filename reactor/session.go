@@ -262,11 +262,19 @@ func (s *session) failCode() codec.Code {
 func (s *session) readTimedOut(now int64) { s.fail(now) }
 
 // readDeadline is when the read timeout fires, or 0 when none applies.
+// Before authentication it is never later than AuthTimeout.
 func (s *session) readDeadline() int64 {
-	if s.parked || s.closing || s.srv.cfg.ReadTimeout <= 0 {
+	if s.parked || s.closing {
 		return 0
 	}
-	return s.lastProgress + int64(s.srv.cfg.ReadTimeout)
+	rt := s.srv.cfg.ReadTimeout
+	if !s.authed && (rt <= 0 || rt > s.srv.cfg.AuthTimeout) {
+		rt = s.srv.cfg.AuthTimeout
+	}
+	if rt <= 0 {
+		return 0
+	}
+	return s.lastProgress + int64(rt)
 }
 
 // close releases the session's lock state. Called once, on the

@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+
+	"github.com/lockreactor/dflockd/codec"
 )
 
 // options is the server's effective configuration.
@@ -75,6 +78,31 @@ func (v *textValue) IsBoolFlag() bool { return v != nil && v.isBool }
 // to usage except the usage text asked for with -h/--help (then the error
 // is flag.ErrHelp).
 func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*options, error) {
+	o, err := parseConfig1(args, getenv, usage)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return nil, oneLineError{err}
+	}
+	return o, err
+}
+
+// oneLineError keeps a configuration error on one line: a newline in a
+// flag's value, a path or a flag name (echoed by the flag package) would
+// otherwise split it, and could forge a log line.
+type oneLineError struct{ error }
+
+func (e oneLineError) Error() string { return oneLine(e.error.Error()) }
+func (e oneLineError) Unwrap() error { return e.error }
+
+// oneLine escapes control characters in s (as %q would), or returns s.
+func oneLine(s string) string {
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
+
+func parseConfig1(args []string, getenv func(string) string, usage io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("dflockd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -237,6 +265,20 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*o
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	if o.AuthToken != "" {
+		_, src := value("auth-token", "DFLOCKD_AUTH_TOKEN")
+		if o.AuthTokenFile != "" {
+			_, src = value("auth-token-file", "DFLOCKD_AUTH_TOKEN_FILE")
+		}
+		// A client sends the secret as one protocol line: a secret that
+		// cannot be one would lock every client out.
+		switch {
+		case strings.ContainsRune(o.AuthToken, '\n'):
+			return nil, fmt.Errorf("invalid %s: the secret contains a newline; a client sends it on one line", src)
+		case len(o.AuthToken) > codec.MaxLineLen:
+			return nil, fmt.Errorf("invalid %s: the secret is %d bytes; a protocol line holds at most %d", src, len(o.AuthToken), codec.MaxLineLen)
+		}
+	}
 	return o, nil
 }
 
@@ -323,6 +365,8 @@ func checkHost(h string) error {
 		return nil
 	}
 	switch {
+	case strings.IndexFunc(h, unicode.IsControl) >= 0:
+		return fmt.Errorf("%q contains a control character", h)
 	case strings.ContainsAny(h, "[]"):
 		return fmt.Errorf("%q: give an IPv6 address without brackets", h)
 	case strings.Contains(h, ":"):

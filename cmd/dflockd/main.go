@@ -128,7 +128,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 	if o.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
 		if err != nil {
-			_, _ = fmt.Fprintf(stderr, "dflockd: invalid --tls-cert/--tls-key: %v\n", err)
+			_, _ = fmt.Fprintf(stderr, "dflockd: invalid --tls-cert/--tls-key: %s\n", oneLine(err.Error()))
 			return 2
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -136,7 +136,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 
 	fence, err := newFenceState(o.FenceStateFile)
 	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "dflockd: invalid --fence-state-file: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "dflockd: invalid --fence-state-file: %s\n", oneLine(err.Error()))
 		return 2
 	}
 
