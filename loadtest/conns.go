@@ -290,16 +290,22 @@ func Conns(ctx context.Context, cfg ConnsConfig) (*Result, error) {
 	res.Header = fmt.Sprintf("conns: %d connections, idle %v, %d ping sweep(s)", cfg.Conns, cfg.Hold, cfg.Sweeps)
 	res.Params = map[string]any{"conns": cfg.Conns, "hold_s": cfg.Hold.Seconds(), "sweeps": cfg.Sweeps,
 		"per_source": cfg.PerSource, "parallel": cfg.Parallel}
-	if cpu.ServerCPU > 0 && stats.Opened > 0 {
+	// Memory growth needs only the two RSS readings: a server that spent
+	// under one /proc tick of CPU (ServerCPU 0) still grew.
+	rssRead := cpu.ServerRSSBefore > 0 && cpu.ServerRSSAfter > 0
+	if rssRead && stats.Opened > 0 {
 		stats.RSSPerConn = float64(cpu.ServerRSSAfter-cpu.ServerRSSBefore) / float64(stats.Opened)
 	}
 	res.Conns = stats
 	res.addHist("ping", hist)
+	// asked is the number of connections the run was to open: the targets
+	// hold opened and pings_ok to it, not to one another.
+	res.figure("asked", "connections asked for", "conns", float64(cfg.Conns), true, true, false)
 	res.figure("opened", "connections open", "conns", float64(stats.Opened), true, true, true)
 	res.figure("pings_ok", "connections answering ping", "conns", float64(stats.PingsOK)/float64(cfg.Sweeps), true, true, true)
 	res.figure("connect_rate", "connect rate", "conns/s", stats.ConnectRate, stats.Opened > 0, true, true)
 	res.latencyFigures("ping", "ping latency (sweep)", false)
-	res.figure("rss_per_conn", "server RSS per connection", "KiB", stats.RSSPerConn/1024, cpu.ServerRSSAfter > 0 && stats.Opened > 0, false, true)
+	res.figure("rss_per_conn", "server RSS per connection", "KiB", stats.RSSPerConn/1024, rssRead && stats.Opened > 0, false, true)
 	res.Figures[len(res.Figures)-1].FirstRound = true
 	res.cpuFigures()
 	return res, nil

@@ -24,7 +24,8 @@ const (
 //
 // Negative values (a reply that came before it was due: a timeout answered
 // early) are kept exactly in Min and counted in Early, and enter the HDR
-// histogram as 0.
+// histogram as 0, so the percentiles cannot show them: the targets read
+// Min (see earlyTolerance).
 type Hist struct {
 	mu      sync.Mutex
 	h       *hdrhistogram.Histogram
@@ -107,8 +108,10 @@ func (h *Hist) Count() int64 {
 	return h.n
 }
 
-// Quantile returns the value (ns) at quantile q in [0, 1] (HDR precision:
-// within 0.1 %). For q == 1 it returns the exact maximum.
+// Quantile returns the value (ns) at quantile q in [0, 1] by nearest
+// rank: the ceil(q·n)-th smallest value, so that at least q of the values
+// are at or below it (HDR precision: within 0.1 %). For q == 1 it returns
+// the exact maximum.
 func (h *Hist) Quantile(q float64) int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -122,7 +125,14 @@ func (h *Hist) quantile(q float64) int64 {
 	if q >= 1 {
 		return h.max
 	}
-	v := h.h.ValueAtQuantile(q * 100)
+	// HDR's own rank is int(q·n + 0.5), q·n rounded to nearest, one rank
+	// low whenever q·n has a fraction below one half. Ask it for the
+	// percentile whose rank is exactly the nearest rank: for an integer k,
+	// int((100·k/n)/100·n + 0.5) is k. The epsilon keeps a q·n that is an
+	// integer but for float error (0.99 × 10000) from gaining a rank.
+	n := h.h.TotalCount()
+	rank := min(max(int64(math.Ceil(q*float64(n)-1e-9)), 1), n)
+	v := h.h.ValueAtQuantile(100 * float64(rank) / float64(n))
 	// The HDR value is the top of its bucket: never report more than the
 	// exact maximum, nor less than the exact minimum.
 	return max(min(v, h.max), h.min)

@@ -339,3 +339,39 @@ func TestReportSeries(t *testing.T) {
 		}
 	}
 }
+
+// Hist.Quantile is by nearest rank: the p-th percentile is the
+// ceil(q*n)-th value, so that at least q of the samples are at or below it.
+// HDR's own rank, int(q*n + 0.5), is one rank low whenever q*n has a
+// fractional part below one half: with 160 samples of 1..160 ms the p99
+// is the 159th (159 ms), where HDR reports 158 ms (98.75 % at or below).
+func TestHistQuantileNearestRank(t *testing.T) {
+	for _, tc := range []struct {
+		n int
+		q float64
+	}{
+		{160, 0.99},   // 158.4  -> HDR rank 158, nearest rank 159
+		{9990, 0.99},  // 9890.1 -> HDR rank 9890, nearest rank 9891
+		{1700, 0.999}, // 1698.3 -> HDR rank 1698, nearest rank 1699
+		{1040, 0.99},  // 1029.6 -> both 1030 (control)
+		{10000, 0.99}, // 9900   -> both 9900 (control)
+	} {
+		h := NewHist()
+		for i := 1; i <= tc.n; i++ {
+			h.Record(int64(i) * int64(time.Millisecond))
+		}
+		rank := int(math.Ceil(tc.q*float64(tc.n) - 1e-9))
+		want := int64(rank) * int64(time.Millisecond)
+		got := h.Quantile(tc.q)
+		// HDR reports the top of the bucket (0.1 % wide): anything below
+		// the nearest-rank value itself is a lower rank.
+		if got < want {
+			t.Errorf("n=%d q=%v: quantile %.3f ms, nearest-rank value is the %d-th, %d ms (only %.3f%% of samples at or below the reported value)",
+				tc.n, tc.q, float64(got)/1e6, rank, rank, 100*float64(got/int64(time.Millisecond))/float64(tc.n))
+		}
+		// ... and no more than a bucket (0.1 %) above it.
+		if got > want+want/1000 {
+			t.Errorf("n=%d q=%v: quantile %.3f ms, more than 0.1%% above the nearest-rank value %d ms", tc.n, tc.q, float64(got)/1e6, rank)
+		}
+	}
+}

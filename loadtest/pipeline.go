@@ -14,7 +14,9 @@ import (
 // requests in flight. With Op "lock" every slot of a connection owns a key
 // and cycles acquire → release → acquire…; with Op "ping" every slot sends
 // ping. Replies are read in batches and the follow-up requests of a batch
-// go out in one write. One op is one request here.
+// go out in one write. One op is one request here, counted (and its
+// latency recorded) only when it succeeded: a grant for an acquire, ok for
+// a release or a ping. Refused requests are errors, not throughput.
 type PipelineConfig struct {
 	Common
 	// Connections (default 4) and Depth, requests in flight on each
@@ -118,11 +120,12 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (*Result, error) {
 	r := newRun(&cfg.Common, "pipeline", cfg.Connections)
 	hist := NewHist()
 	startGate := make(chan struct{})
+	replies := make([]int64, cfg.Connections)
 	var wg sync.WaitGroup
 	for ci := range cfg.Connections {
 		wg.Go(func() {
 			<-startGate
-			pipeConn(r, ci, conns[ci], keys[ci], cfg.Op == "ping", &cfg.Common, NewRecorder(hist))
+			replies[ci] = pipeConn(r, ci, conns[ci], keys[ci], cfg.Op == "ping", &cfg.Common, NewRecorder(hist))
 		})
 	}
 	r.begin(ctx, cfg.Duration)
@@ -130,9 +133,12 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (*Result, error) {
 	close(startGate)
 	wg.Wait()
 	release()
-	requests := r.total()
+	var requests int64
+	for _, n := range replies {
+		requests += n
+	}
 	cpu := r.end(requests)
-	res := r.result("pipeline", requests, requests, cpu)
+	res := r.result("pipeline", r.total(), requests, cpu)
 	res.Header = fmt.Sprintf("pipeline: %d connections x depth %d, op %s, for %v", cfg.Connections, cfg.Depth, cfg.Op, cfg.Duration)
 	res.Params = map[string]any{"connections": cfg.Connections, "depth": cfg.Depth, "op": cfg.Op, "key": cfg.Key,
 		"timeout_s": cfg.Timeout, "lease_s": cfg.Lease, "duration_s": cfg.Duration.Seconds()}
@@ -144,8 +150,9 @@ func Pipeline(ctx context.Context, cfg PipelineConfig) (*Result, error) {
 }
 
 // pipeConn drives one pipelined connection until the run stops and every
-// request in flight is answered (locks taken are released).
-func pipeConn(r *run, ci int, conn *wconn, keys [][]byte, ping bool, c *Common, rec *Recorder) {
+// request in flight is answered (locks taken are released). It returns the
+// number of replies read; the run's counter gets the successful ones.
+func pipeConn(r *run, ci int, conn *wconn, keys [][]byte, ping bool, c *Common, rec *Recorder) (replies int64) {
 	defer rec.Flush()
 	depth := len(keys)
 	q := newFifo[pipeEntry](depth)
@@ -176,12 +183,12 @@ func pipeConn(r *run, ci int, conn *wconn, keys [][]byte, ping bool, c *Common, 
 	}
 	if err := conn.flush(); err != nil {
 		r.fail(err)
-		return
+		return replies
 	}
 	for q.n > 0 {
 		if err := conn.fill(); err != nil {
 			r.fail(err)
-			return
+			return replies
 		}
 		recv := int64(time.Since(r.start))
 		stopping := r.stop.Load()
@@ -196,19 +203,23 @@ func pipeConn(r *run, ci int, conn *wconn, keys [][]byte, ping bool, c *Common, 
 			e, ok := q.pop()
 			if !ok {
 				r.fail(fmt.Errorf("pipeline: reply %q with no request in flight", line))
-				return
+				return replies
 			}
 			mark--
+			replies++
 			rep, err := conn.parse(line, "pipeline")
 			if err != nil {
 				r.fail(err)
 				continue
 			}
-			rec.Record(recv - e.sent)
-			ctr.Add(1)
+			done := func() {
+				rec.Record(recv - e.sent)
+				ctr.Add(1)
+			}
 			switch e.kind {
 			case pipeAcquire:
 				if isGrant(rep) {
+					done()
 					issue(e.slot, pipeRelease, rep.Token, 0)
 				} else {
 					r.fail(unexpected("acquire", rep))
@@ -217,14 +228,18 @@ func pipeConn(r *run, ci int, conn *wconn, keys [][]byte, ping bool, c *Common, 
 					}
 				}
 			case pipeRelease:
-				if !isOK(rep) {
+				if isOK(rep) {
+					done()
+				} else {
 					r.fail(unexpected("release", rep))
 				}
 				if !stopping {
 					issue(e.slot, pipeAcquire, codec.Token{}, 0)
 				}
 			case pipePing:
-				if !isOK(rep) {
+				if isOK(rep) {
+					done()
+				} else {
 					r.fail(unexpected("ping", rep))
 				}
 				if !stopping {
@@ -238,7 +253,8 @@ func pipeConn(r *run, ci int, conn *wconn, keys [][]byte, ping bool, c *Common, 
 		}
 		if err := conn.flush(); err != nil {
 			r.fail(err)
-			return
+			return replies
 		}
 	}
+	return replies
 }

@@ -23,14 +23,15 @@ func abWith(label string, figs map[string][2]float64) *ABResult {
 func passingRun() []*ABResult {
 	bench := map[string][2]float64{"throughput": {95, 100}, "server_cpu_us_per_req": {11, 10}}
 	return []*ABResult{
-		abWith("conns-19000", map[string][2]float64{"rss_per_conn": {0.9, 0.5}, "opened": {19000, 19000}, "pings_ok": {19000, 19000}}),
+		abWith("conns-19000", map[string][2]float64{"rss_per_conn": {0.9, 0.5}, "asked": {19000, 19000}, "opened": {19000, 19000}, "pings_ok": {19000, 19000}}),
 		abWith("bench-10", bench),
 		abWith("bench-100", bench),
 		abWith("bench-1000", bench),
 		abWith("contended", map[string][2]float64{"server_cpu_us_per_req": {16, 10}}),
 		abWith("pipeline", map[string][2]float64{"throughput": {60, 100}}),
-		abWith("waiters-spread-10000", map[string][2]float64{"rss_per_waiter": {300, 0}, "timeout_lateness.p99": {3, 0}, "lease_handoff_lateness.p99": {2, 0}}),
-		abWith("waiters-at-once-10000", map[string][2]float64{"timeout_lateness.p99": {30, 0}}),
+		abWith("waiters-spread-10000", map[string][2]float64{"rss_per_waiter": {300, 0}, "waiters": {10000, 10000}, "timeouts": {10000, 0},
+			"timeout_lateness.p99": {3, 0}, "handoffs": {20, 20}, "handoffs_granted": {20, 20}, "lease_handoff_lateness.p99": {2, 0}}),
+		abWith("waiters-at-once-10000", map[string][2]float64{"waiters": {10000, 10000}, "timeouts": {10000, 0}, "timeout_lateness.p99": {30, 0}}),
 	}
 }
 
@@ -55,6 +56,10 @@ func TestTargetsMissed(t *testing.T) {
 		{"pipeline", "throughput", 40, 100, "pipeline 10x32"},
 		{"conns-19000", "rss_per_conn", 1.01, 0.5, "1 KiB server RSS"},
 		{"conns-19000", "pings_ok", 18999, 19000, "every connection answers ping"},
+		{"conns-19000", "opened", 18999, 19000, "every connection answers ping"},
+		{"waiters-spread-10000", "timeouts", 9999, 0, "waiters spread: timeout"},
+		{"waiters-spread-10000", "handoffs_granted", 19, 20, "lease hand-off"},
+		{"waiters-at-once-10000", "timeouts", 9999, 0, "waiters at once"},
 		{"waiters-spread-10000", "rss_per_waiter", 600, 0, "512 B"},
 		{"waiters-spread-10000", "timeout_lateness.p99", 16, 0, "waiters spread: timeout"},
 		{"waiters-spread-10000", "lease_handoff_lateness.p99", 15.5, 0, "lease hand-off"},

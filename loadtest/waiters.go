@@ -408,12 +408,19 @@ func Waiters(ctx context.Context, cfg WaitersConfig) (*Result, error) {
 		res.figure(name+".max", label+" max", "ms", s.Max, valid, false, true)
 		res.figure(name+".early", label+" early", "replies", float64(s.Early), s.Count > 0, false, false)
 	}
+	// The counts the targets hold the lateness figures to: a waiter that got
+	// no timeout reply, or a hand-off that was never granted, is missing
+	// from the lateness histograms, so their percentiles alone say nothing
+	// about it.
+	res.figure("waiters", "waiters asked for", "waiters", float64(stats.Waiters), true, true, false)
 	res.figure("timeouts", "waiters answered timeout", "replies", float64(stats.Timeouts), true, true, false)
 	res.figure("rss_per_waiter", "server RSS per parked waiter", "B", stats.RSSPerWaiter, stats.RSSPerWaiter != 0, false, true)
 	// Later rounds park their waiters in memory the first round freed.
 	res.Figures[len(res.Figures)-1].FirstRound = true
 	lateFigures("timeout_lateness", "timeout lateness")
 	if cfg.Handoffs > 0 {
+		res.figure("handoffs", "lease hand-offs asked for", "hand-offs", float64(stats.Handoffs), true, true, false)
+		res.figure("handoffs_granted", "lease hand-offs granted", "hand-offs", float64(stats.HandoffsOK), true, true, false)
 		lateFigures("lease_handoff_lateness", "lease hand-off lateness")
 	}
 	cs := res.Latency["control_timer_lateness"]
