@@ -525,6 +525,14 @@ func TestScenarioLimits(t *testing.T) {
 			{do: W(1, "a", 0), want: is(codec.CodeErrorNotEnqueued)},
 			{do: E(1, "a", 1), want: is(codec.CodeErrorMaxLocks)},
 		}},
+		{name: "max semaphore limit: a larger limit is an error, creates nothing", cfg: func(c *Config) { c.MaxSemaphoreLimit = 3 }, steps: []step{
+			{do: SL(1, "s", 0, 4, 0), want: is(codec.CodeError), state: "-", check: keysAre(0)},
+			{do: SE(1, "s", 4, 0), want: is(codec.CodeError), state: "-", check: keysAre(0)},
+			{do: SL(1, "s", 0, 3, 0), want: okT(101, 33, "")},
+			{do: SE(2, "s", 3, 0), want: acq(102, 33, "")},
+			// Locks have no limit to check.
+			{do: L(3, "s", 0, 0), want: okT(103, 33, "")},
+		}},
 	})
 }
 

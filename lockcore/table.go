@@ -23,6 +23,13 @@ type Config struct {
 	MaxLocks int64
 	// MaxWaiters bounds each key's queue (0 = unlimited).
 	MaxWaiters int64
+	// MaxSemaphoreLimit bounds a semaphore's limit, and so the slots one
+	// key can hand out (0 = unlimited). A client picks the limit, and one
+	// connection can take every slot with timeout-0 tries: without a
+	// bound, one client grows the table without end, and a release,
+	// which finds its holder by a walk of the key's holders, costs
+	// O(limit). A request over it answers CodeError.
+	MaxSemaphoreLimit int64
 	// DefaultLease is the lease in seconds when a request gives none
 	// (default 33).
 	DefaultLease int64
@@ -202,6 +209,8 @@ func (t *Table) takeIdleElsewhere(skip *shard) bool {
 func (t *Table) Acquire(o *Owner, ns Namespace, name []byte, timeout, limit, lease int64, cont Continuation, now int64) Result {
 	if ns == Locks {
 		limit = 1
+	} else if t.overLimit(limit) {
+		return Result{Code: codec.CodeError}
 	}
 	s := t.shardOf(ns, name)
 	for reserved := false; ; reserved = true {
@@ -214,10 +223,17 @@ func (t *Table) Acquire(o *Owner, ns Namespace, name []byte, timeout, limit, lea
 	}
 }
 
+// overLimit reports whether a semaphore limit exceeds MaxSemaphoreLimit.
+func (t *Table) overLimit(limit int64) bool {
+	return t.cfg.MaxSemaphoreLimit > 0 && limit > t.cfg.MaxSemaphoreLimit
+}
+
 // Enqueue serves e and se: the first phase of a two-phase acquire.
 func (t *Table) Enqueue(o *Owner, ns Namespace, name []byte, limit, lease int64, now int64) Result {
 	if ns == Locks {
 		limit = 1
+	} else if t.overLimit(limit) {
+		return Result{Code: codec.CodeError}
 	}
 	s := t.shardOf(ns, name)
 	for reserved := false; ; reserved = true {

@@ -28,6 +28,7 @@ type options struct {
 	MaxLocks           int64
 	MaxConnections     int64
 	MaxWaiters         int64
+	MaxSemaphoreLimit  int64
 	ReadTimeout        int64
 	WriteTimeout       int64
 	ShutdownTimeout    int64
@@ -117,6 +118,7 @@ func parseConfig1(args []string, getenv func(string) string, usage io.Writer) (*
 		{"max-locks", "DFLOCKD_MAX_LOCKS", "maximum `number` of keys tracked, locks and semaphores together (0 = unlimited)", 1024, 0, math.MaxInt64, &o.MaxLocks},
 		{"max-connections", "DFLOCKD_MAX_CONNECTIONS", "maximum `number` of open connections (0 = limited only by open files)", 0, 0, math.MaxInt64, &o.MaxConnections},
 		{"max-waiters", "DFLOCKD_MAX_WAITERS", "maximum `number` of queued waiters per key (0 = unlimited)", 0, 0, math.MaxInt64, &o.MaxWaiters},
+		{"max-semaphore-limit", "DFLOCKD_MAX_SEMAPHORE_LIMIT", "largest semaphore `limit` a client may ask for (0 = unlimited)", 1024, 0, math.MaxInt64, &o.MaxSemaphoreLimit},
 		{"read-timeout", "DFLOCKD_READ_TIMEOUT_S", "`seconds` allowed for each request line while not blocked (0 = none)", 23, 0, math.MaxInt32, &o.ReadTimeout},
 		{"write-timeout", "DFLOCKD_WRITE_TIMEOUT_S", "`seconds` a client may leave replies unread before it is dropped", 5, 1, math.MaxInt32, &o.WriteTimeout},
 		{"shutdown-timeout", "DFLOCKD_SHUTDOWN_TIMEOUT_S", "`seconds` to let blocked requests finish on SIGTERM (0 = forever)", 30, 0, math.MaxInt32, &o.ShutdownTimeout},

@@ -51,6 +51,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		MaxLocks:           1024,
 		MaxConnections:     0,
 		MaxWaiters:         0,
+		MaxSemaphoreLimit:  1024,
 		ReadTimeout:        23,
 		WriteTimeout:       5,
 		ShutdownTimeout:    30,
@@ -99,6 +100,8 @@ func TestParseConfigSources(t *testing.T) {
 			def: int64(0), envText: "100", envWant: int64(100), flagArgs: []string{"--max-connections", "0"}, flagWant: int64(0)},
 		{flag: "max-waiters", env: "DFLOCKD_MAX_WAITERS", get: func(o *options) any { return o.MaxWaiters },
 			def: int64(0), envText: "3", envWant: int64(3), flagArgs: []string{"--max-waiters", "4"}, flagWant: int64(4)},
+		{flag: "max-semaphore-limit", env: "DFLOCKD_MAX_SEMAPHORE_LIMIT", get: func(o *options) any { return o.MaxSemaphoreLimit },
+			def: int64(1024), envText: "0", envWant: int64(0), flagArgs: []string{"--max-semaphore-limit", "50000"}, flagWant: int64(50000)},
 		{flag: "read-timeout", env: "DFLOCKD_READ_TIMEOUT_S", get: func(o *options) any { return o.ReadTimeout },
 			def: int64(23), envText: "0", envWant: int64(0), flagArgs: []string{"--read-timeout", "24"}, flagWant: int64(24)},
 		{flag: "write-timeout", env: "DFLOCKD_WRITE_TIMEOUT_S", get: func(o *options) any { return o.WriteTimeout },
@@ -387,6 +390,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{name: "max locks fraction", args: []string{"--max-locks", "1.5"}, want: []string{"--max-locks"}},
 		{name: "negative max connections", args: []string{"--max-connections", "-1"}, want: []string{"--max-connections"}},
 		{name: "negative max waiters", args: []string{"--max-waiters", "-1"}, want: []string{"--max-waiters"}},
+		{name: "negative max semaphore limit", args: []string{"--max-semaphore-limit", "-1"}, want: []string{"--max-semaphore-limit"}},
 		{name: "event loops too many", args: []string{"--event-loops", "100000"}, want: []string{"--event-loops"}},
 		{name: "event loops env", env: map[string]string{"DFLOCKD_EVENT_LOOPS": "many"}, want: []string{"DFLOCKD_EVENT_LOOPS", "--event-loops"}},
 		{name: "cert without key", args: []string{"--tls-cert", "c.pem"}, want: []string{"--tls-cert", "--tls-key"}},
@@ -449,7 +453,7 @@ func TestParseConfigHelp(t *testing.T) {
 			text := usage.String()
 			for _, f := range []string{
 				"host", "port", "default-lease-ttl", "lease-sweep-interval", "gc-interval", "gc-max-idle",
-				"max-locks", "max-connections", "max-waiters", "read-timeout", "write-timeout",
+				"max-locks", "max-connections", "max-waiters", "max-semaphore-limit", "read-timeout", "write-timeout",
 				"shutdown-timeout", "tls-cert", "tls-key", "auth-token", "auth-token-file",
 				"auto-release-on-disconnect", "no-auto-release-on-disconnect", "debug",
 				"event-loops", "tick", "fence-state-file", "log-format", "version",
@@ -460,7 +464,7 @@ func TestParseConfigHelp(t *testing.T) {
 			for _, env := range []string{
 				"DFLOCKD_HOST", "DFLOCKD_PORT", "DFLOCKD_DEFAULT_LEASE_TTL_S", "DFLOCKD_LEASE_SWEEP_INTERVAL_S",
 				"DFLOCKD_GC_LOOP_SLEEP", "DFLOCKD_GC_MAX_UNUSED_TIME", "DFLOCKD_MAX_LOCKS",
-				"DFLOCKD_MAX_CONNECTIONS", "DFLOCKD_MAX_WAITERS", "DFLOCKD_READ_TIMEOUT_S",
+				"DFLOCKD_MAX_CONNECTIONS", "DFLOCKD_MAX_WAITERS", "DFLOCKD_MAX_SEMAPHORE_LIMIT", "DFLOCKD_READ_TIMEOUT_S",
 				"DFLOCKD_WRITE_TIMEOUT_S", "DFLOCKD_SHUTDOWN_TIMEOUT_S", "DFLOCKD_TLS_CERT", "DFLOCKD_TLS_KEY",
 				"DFLOCKD_AUTH_TOKEN", "DFLOCKD_AUTH_TOKEN_FILE", "DFLOCKD_AUTO_RELEASE_ON_DISCONNECT",
 				"DFLOCKD_DEBUG", "DFLOCKD_EVENT_LOOPS", "DFLOCKD_TICK", "DFLOCKD_FENCE_STATE_FILE",

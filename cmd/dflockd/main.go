@@ -141,14 +141,15 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 	}
 
 	table := lockcore.New(lockcore.Config{
-		MaxLocks:     o.MaxLocks,
-		MaxWaiters:   o.MaxWaiters,
-		DefaultLease: o.DefaultLeaseTTL,
-		AutoRelease:  o.AutoRelease,
-		Tick:         o.Tick,
-		GCInterval:   time.Duration(o.GCInterval) * time.Second,
-		GCMaxIdle:    max(time.Duration(o.GCMaxIdle)*time.Second, time.Nanosecond),
-		FenceStart:   fence.start(),
+		MaxLocks:          o.MaxLocks,
+		MaxWaiters:        o.MaxWaiters,
+		MaxSemaphoreLimit: o.MaxSemaphoreLimit,
+		DefaultLease:      o.DefaultLeaseTTL,
+		AutoRelease:       o.AutoRelease,
+		Tick:              o.Tick,
+		GCInterval:        time.Duration(o.GCInterval) * time.Second,
+		GCMaxIdle:         max(time.Duration(o.GCMaxIdle)*time.Second, time.Nanosecond),
+		FenceStart:        fence.start(),
 	})
 	table.Start()
 	defer table.Stop()
@@ -212,6 +213,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 		zap.Int64("default_lease_ttl_s", o.DefaultLeaseTTL),
 		zap.Int64("max_locks", o.MaxLocks),
 		zap.Int64("max_waiters", o.MaxWaiters),
+		zap.Int64("max_semaphore_limit", o.MaxSemaphoreLimit),
 		zap.Int64("max_connections", o.MaxConnections),
 		zap.Int64("connection_cap", srv.ConnCap()),
 		zap.Uint64("open_files_limit", nofile),
