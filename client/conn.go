@@ -29,6 +29,12 @@ var errReplyTooLong = fmt.Errorf("%w: reply longer than %d bytes", ErrServer, ma
 // made and may be pipelined; one reader goroutine matches the replies, which
 // the server sends strictly in request order, to a FIFO of pending calls.
 //
+// Requests are written by a writer goroutine of the connection, never by
+// the caller, so a call whose context ends returns at once even while the
+// socket does not take its bytes (a stalled server); the request stays
+// queued in order, and a write that cannot finish within
+// DefaultWriteTimeout breaks the connection.
+//
 // A call whose context ends before its reply arrives returns ctx.Err() at
 // once and is abandoned, but the connection stays open: closing it would
 // make the server drop every lock the connection holds. The abandoned
@@ -43,6 +49,15 @@ var errReplyTooLong = fmt.Errorf("%w: reply longer than %d bytes", ErrServer, ma
 // do not put a long blocking acquire on a connection whose held locks need
 // renewing within that time (Lock and Semaphore use a connection each).
 //
+// While an abandoned acquire, enqueue or wait for a key is unanswered (or
+// its clean-up not yet sent), a new Acquire, Enqueue or Wait for the same
+// key (and namespace) on the same Conn is held back, within its own
+// context, until the abandoned reply has arrived and its release or
+// queue-leave is queued ahead of it. Otherwise the new request would reach
+// the server first and, the server answering in order, wait behind the
+// very grant that is about to be released. Requests for other keys are
+// not held back.
+//
 // Closing a Conn, or losing it, makes the server release everything it
 // held (with auto-release on, the default).
 type Conn struct {
@@ -54,13 +69,20 @@ type Conn struct {
 	writeTimeout time.Duration
 	grace        time.Duration // replyGrace (tests shorten it)
 
-	mu        sync.Mutex
-	wbuf      []byte // requests not yet written
-	spare     []byte // the buffer being written, reused for the next batch
-	flushing  bool   // a goroutine is writing wbuf; others only append
-	pending   fifo   // calls awaiting replies, in wire order
-	err       error  // why the connection broke; nil while usable
-	lastWrite time.Time
+	mu       sync.Mutex
+	wbuf     []byte        // requests not yet written
+	spare    []byte        // the buffer being written, reused for the next batch
+	flushing bool          // the writer has been woken for wbuf; others only append
+	wake     chan struct{} // capacity 1: wakes the writer goroutine
+	pending  fifo          // calls awaiting replies, in wire order
+	// abandoned counts, per key and namespace, the abandoned calls that
+	// may still produce a grant or a queued place (acquire, enqueue,
+	// wait) and whose reply has not been cleaned up; abandonedCh, when
+	// not nil, is closed when a count drops. See Conn, and gateLocked.
+	abandoned   map[abandonKey]int
+	abandonedCh chan struct{}
+	err         error // why the connection broke; nil while usable
+	lastWrite   time.Time
 	// chainEnd is the latest moment the server may answer the last
 	// pending request: replies come in order and a blocked request holds
 	// back those behind it, so a request's own timeout counts from the
@@ -75,7 +97,13 @@ type Conn struct {
 
 	broken     chan struct{} // closed when err is set
 	readerDone chan struct{}
-	bg         sync.WaitGroup // heartbeat and detached flushers
+	bg         sync.WaitGroup // writer and heartbeat
+}
+
+// abandonKey names a resource: a key in the lock or semaphore namespace.
+type abandonKey struct {
+	sem bool
+	key string
 }
 
 // Dial connects to a dflockd server at addr (host:port) with
@@ -147,10 +175,13 @@ func newConn(nc, raw net.Conn, heartbeat time.Duration) *Conn {
 		writeTimeout: DefaultWriteTimeout,
 		grace:        replyGrace,
 		lastWrite:    time.Now(),
+		wake:         make(chan struct{}, 1),
 		broken:       make(chan struct{}),
 		readerDone:   make(chan struct{}),
 	}
 	go c.readLoop()
+	c.bg.Add(1)
+	go c.writeLoop()
 	if heartbeat > 0 {
 		c.bg.Add(1)
 		go c.heartbeatLoop()
@@ -270,29 +301,32 @@ func (f *fifo) peek() *call {
 	return f.q[f.head]
 }
 
-// roundTrip sends req and waits for its reply or for ctx. The returned body
-// (stats only) belongs to the caller.
+// roundTrip queues req for the writer and waits for its reply or for ctx.
+// The returned body (stats only) belongs to the caller.
 func (c *Conn) roundTrip(ctx context.Context, req *codec.Request, key string, flags callFlags) (codec.Reply, []byte, error) {
 	if err := ctx.Err(); err != nil {
 		return codec.Reply{}, nil, err
 	}
-	cl := getCall(req.Cmd, key)
-	cl.flags = flags
 	c.mu.Lock()
 	if err := c.err; err != nil {
 		c.mu.Unlock()
-		putCall(cl)
 		return codec.Reply{}, nil, err
 	}
-	if c.enqueueLocked(req, cl) {
-		c.flushLocked()
+	if len(c.abandoned) > 0 {
+		if err := c.gateLocked(ctx, req, key); err != nil {
+			c.mu.Unlock()
+			return codec.Reply{}, nil, err
+		}
 	}
+	cl := getCall(req.Cmd, key)
+	cl.flags = flags
+	c.enqueueLocked(req, cl)
 	c.mu.Unlock()
 
 	select {
 	case <-cl.done:
 	case <-ctx.Done():
-		if cl.state.CompareAndSwap(callWaiting, callAbandoned) {
+		if c.abandon(cl) {
 			return codec.Reply{}, nil, ctx.Err()
 		}
 		<-cl.done // the reply won the race: use it
@@ -300,6 +334,115 @@ func (c *Conn) roundTrip(ctx context.Context, req *codec.Request, key string, fl
 	r, body, err := cl.reply, cl.body, cl.err
 	putCall(cl)
 	return r, body, err
+}
+
+// resourceOf tells whether cmd asks for a grant of key (acquire, enqueue,
+// wait) and in which namespace.
+func resourceOf(cmd codec.Command) (sem, ok bool) {
+	switch cmd {
+	case codec.CmdLock, codec.CmdEnqueue, codec.CmdWait:
+		return false, true
+	case codec.CmdSemLock, codec.CmdSemEnqueue, codec.CmdSemWait:
+		return true, true
+	}
+	return false, false
+}
+
+// tracked tells whether cl, once abandoned, is counted in c.abandoned: a
+// request that may bring a grant or a queued place to clean up. cmd, key
+// and flags do not change while the call is in use, so the caller that
+// abandons it and the reader that settles it agree.
+func (cl *call) tracked() (abandonKey, bool) {
+	sem, ok := resourceOf(cl.cmd)
+	if !ok || cl.flags&keepGrant != 0 {
+		return abandonKey{}, false
+	}
+	return abandonKey{sem: sem, key: cl.key}, true
+}
+
+// abandon hands cl to the reader for good, unless its reply or the
+// connection's failure came first. Under c.mu, so that the reader, which
+// settles an abandoned call under c.mu after failing to complete it,
+// always finds it counted.
+func (c *Conn) abandon(cl *call) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !cl.state.CompareAndSwap(callWaiting, callAbandoned) {
+		return false
+	}
+	if k, ok := cl.tracked(); ok && c.err == nil {
+		if c.abandoned == nil {
+			c.abandoned = make(map[abandonKey]int)
+		}
+		c.abandoned[k]++
+	}
+	return true
+}
+
+// settleLocked uncounts the abandoned call cl once its reply has been
+// dealt with (its clean-up, if any, queued), and wakes the requests held
+// back for its key.
+func (c *Conn) settleLocked(cl *call) {
+	k, ok := cl.tracked()
+	if !ok {
+		return
+	}
+	switch n := c.abandoned[k]; {
+	case n > 1:
+		c.abandoned[k] = n - 1
+	case n == 1:
+		delete(c.abandoned, k)
+	}
+	if c.abandonedCh != nil {
+		close(c.abandonedCh)
+		c.abandonedCh = nil
+	}
+}
+
+// gateLocked holds req back while an abandoned request for the same key
+// is unsettled (see Conn), waiting within ctx; called and returning with
+// c.mu held and c.err nil, unless it returns an error. A request that had
+// to wait has its server-side timeout capped anew at ctx's deadline.
+func (c *Conn) gateLocked(ctx context.Context, req *codec.Request, key string) error {
+	sem, ok := resourceOf(req.Cmd)
+	if !ok {
+		return nil
+	}
+	k := abandonKey{sem: sem, key: key}
+	waited := false
+	for c.abandoned[k] > 0 {
+		ch := c.abandonedCh
+		if ch == nil {
+			ch = make(chan struct{})
+			c.abandonedCh = ch
+		}
+		c.mu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-c.broken:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		c.mu.Lock()
+		if err == nil {
+			err = c.err
+		}
+		if err != nil {
+			return err
+		}
+		waited = true
+	}
+	if waited && req.Timeout > 0 {
+		if dl, ok := ctx.Deadline(); ok {
+			left := time.Until(dl)
+			if left <= 0 {
+				return context.DeadlineExceeded
+			}
+			req.Timeout = min(req.Timeout, ceilSeconds(left))
+		}
+	}
+	return nil
 }
 
 // replyGrace is how long past the latest moment the server may answer a
@@ -314,9 +457,9 @@ func (c *Conn) roundTrip(ctx context.Context, req *codec.Request, key string, fl
 const replyGrace = 10 * time.Second
 
 // enqueueLocked appends req to the write buffer and cl to the FIFO in one
-// critical section, so that wire order and FIFO order agree. It reports
-// whether the caller must flush (no other goroutine is writing).
-func (c *Conn) enqueueLocked(req *codec.Request, cl *call) bool {
+// critical section, so that wire order and FIFO order agree, and wakes
+// the writer unless it is awake already.
+func (c *Conn) enqueueLocked(req *codec.Request, cl *call) {
 	c.wbuf = codec.AppendRequest(c.wbuf, req)
 	now := time.Now()
 	if c.pending.len() == 0 || c.chainEnd.Before(now) {
@@ -330,15 +473,35 @@ func (c *Conn) enqueueLocked(req *codec.Request, cl *call) bool {
 		c.lastWrite = now
 	}
 	if c.flushing {
-		return false
+		return
 	}
 	c.flushing = true
-	return true
+	select {
+	case c.wake <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// writeLoop is the writer goroutine: woken by enqueueLocked, it writes
+// the buffer until it stays empty. Callers never write, so none is held
+// up by a socket that does not drain beyond its own context.
+func (c *Conn) writeLoop() {
+	defer c.bg.Done()
+	for {
+		select {
+		case <-c.broken:
+			return
+		case <-c.wake:
+		}
+		c.mu.Lock()
+		c.flushLocked()
+		c.mu.Unlock()
+	}
 }
 
 // flushLocked writes the buffer until it stays empty, dropping the mutex
 // around each write so that other callers can append meanwhile: requests
-// made during a write go out together in the next one.
+// made during a write go out together in the next one. Writer only.
 func (c *Conn) flushLocked() {
 	for len(c.wbuf) > 0 && c.err == nil {
 		buf := c.wbuf
@@ -356,21 +519,19 @@ func (c *Conn) flushLocked() {
 }
 
 // sendDetachedLocked queues a request whose reply nobody waits for (a
-// cleanup release, a heartbeat ping). Called with c.mu held and c.err nil;
-// a flusher goroutine is started when none is running, so the caller never
-// blocks on the socket.
+// cleanup release or wait, a heartbeat ping). Called with c.mu held and
+// c.err nil. A detached wait is counted as abandoned (see Conn) until the
+// reader settles its reply.
 func (c *Conn) sendDetachedLocked(req *codec.Request, key string) {
 	cl := getCall(req.Cmd, key)
 	cl.state.Store(callAbandoned)
-	if c.enqueueLocked(req, cl) {
-		c.bg.Add(1)
-		go func() {
-			defer c.bg.Done()
-			c.mu.Lock()
-			c.flushLocked()
-			c.mu.Unlock()
-		}()
+	if k, ok := cl.tracked(); ok {
+		if c.abandoned == nil {
+			c.abandoned = make(map[abandonKey]int)
+		}
+		c.abandoned[k]++
 	}
+	c.enqueueLocked(req, cl)
 }
 
 // breakLocked marks the connection unusable, closes the socket and fails
@@ -394,6 +555,7 @@ func (c *Conn) breakLocked(err error) {
 		}
 	}
 	c.wbuf = c.wbuf[:0]
+	clear(c.abandoned) // held-back requests see c.broken
 }
 
 // armWatchLocked makes sure the watchdog runs no later than at.
@@ -475,7 +637,11 @@ func (c *Conn) readLoop() {
 			if cl.state.CompareAndSwap(callWaiting, callDone) {
 				cl.done <- struct{}{}
 			} else {
-				putCall(cl) // abandoned: nothing to clean up from an unread reply
+				// Abandoned: nothing to clean up from an unread reply.
+				c.mu.Lock()
+				c.settleLocked(cl)
+				c.mu.Unlock()
+				putCall(cl)
 			}
 			continue
 		}
@@ -546,7 +712,12 @@ func (c *Conn) readLine() ([]byte, error) {
 // cleanUp deals with the reply to an abandoned call: a grant is released,
 // a queued place is left. The follow-up requests are abandoned calls too,
 // so a grant that races into the zero-timeout wait is released in turn.
+// The follow-up is queued and the call settled in one critical section,
+// so a request held back for the key goes out after the follow-up.
 func (c *Conn) cleanUp(cl *call) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.settleLocked(cl)
 	r := &cl.reply
 	var rel, wait codec.Command
 	switch cl.cmd {
@@ -569,11 +740,9 @@ func (c *Conn) cleanUp(cl *call) {
 	default:
 		return
 	}
-	c.mu.Lock()
 	if c.err == nil {
 		c.sendDetachedLocked(&req, cl.key)
 	}
-	c.mu.Unlock()
 }
 
 // heartbeatLoop pings when nothing has been sent for the heartbeat interval

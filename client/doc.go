@@ -34,8 +34,9 @@
 //   - closes the channel from Done (closed whenever the hold ends; Err
 //     then matches ErrLost and the cause);
 //   - calls OnRenewError with that error, once;
-//   - makes the next Release return it, so a critical section that ran
-//     unprotected does not go unnoticed.
+//   - makes the next Release return it (even if the Lock was acquired
+//     again meanwhile), so a critical section that ran unprotected does
+//     not go unnoticed.
 //
 // No client can make losing impossible, only detectable, so writes to
 // other systems should be fenced: Fence returns the grant's fence number,
@@ -62,10 +63,15 @@
 // A call abandoned because its context ended does not close the
 // connection (which would drop every lock the connection holds): its late
 // grant is released as soon as it arrives, and a late "queued" leaves the
-// queue. Because the server answers in order, a blocked acquire holds back
-// the replies to later requests on the same connection; keep long waits
-// and the renewals of held locks on different connections (Lock and
-// Semaphore use one connection per hold).
+// queue. Until then a new acquire, enqueue or wait for the same key on the
+// same Conn is held back (within its own context), so that it is not
+// queued on the server behind the abandoned grant. Because the server
+// answers in order, a blocked acquire holds back the replies to later
+// requests on the same connection; keep long waits and the renewals of
+// held locks on different connections (Lock and Semaphore use one
+// connection per hold). Requests are written by a goroutine of the Conn,
+// so a caller whose context ends returns at once even while the socket
+// does not drain.
 //
 // The dflockd-compatible functions (Acquire, Release, Renew, Enqueue, Wait
 // and the Sem* family, with WithLeaseTTL) are single requests on a Conn

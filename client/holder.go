@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -15,13 +16,27 @@ import (
 // each on a connection of its own, so a blocked acquire never holds back
 // another hold's renewals and closing the connection is always safe.
 //
-// mu guards cur, last and every hold's mutable fields. Network calls are
-// made without it; Close and Release may run concurrently with an Acquire
-// or Wait in flight, and end it.
+// mu guards the holder's and every hold's mutable fields. Network calls
+// are made without it; Close and Release may run concurrently with an
+// Acquire or Wait in flight, and end it.
 type holder struct {
 	mu   sync.Mutex
 	cur  *hold // connecting, queued or held; nil when idle
 	last *hold // the most recent hold that ended
+	// unreported is what the next Release returns (unless its ctx ends
+	// first): the ErrLost error of each hold lost, and the failure of each
+	// release that was not confirmed, that no Release has returned yet.
+	// Only Release clears it.
+	unreported error
+	// releasing are the releases still in flight (see startRelease).
+	releasing []*releaseOp
+}
+
+// releaseOp is one release of a held grant, run in the background so
+// that it is sent, and its connection closed only once it is answered,
+// even when the caller's context has ended.
+type releaseOp struct {
+	done chan struct{} // closed when answered or failed; the error is in unreported
 }
 
 // spec is a request as configured by a Lock's or Semaphore's exported
@@ -108,12 +123,17 @@ type hold struct {
 	renewDone        chan struct{}
 	done             chan struct{} // closed when the hold ends
 	err              error         // set when the hold was lost
-	lossReported     bool          // Release has returned err once
 }
 
-// reacquireReleaseWait bounds the release of the old hold when a held Lock
-// acquires again.
+// reacquireReleaseWait bounds how long an Acquire or Enqueue of a held
+// Lock waits for the release of the old hold before it closes the old
+// connection and goes on.
 const reacquireReleaseWait = time.Second
+
+// releaseWait bounds a release sent after the caller's context ended (see
+// startRelease): long enough for a slow network, and the connection's own
+// watchdog would break a silent connection soon after anyway.
+const releaseWait = 5 * time.Second
 
 var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
@@ -137,15 +157,24 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 			// Release it rather than only close its connection: with the
 			// server's auto-release off, a closed connection's lock stays
 			// held until its lease ends, and this acquire would queue
-			// behind it. Best effort, and briefly: the close below frees
-			// it anyway where auto-release is on, and a silent old
-			// connection must not hold up the new acquire.
+			// behind it. The release is sent even if ctx has ended, and
+			// its failure is kept for the next Release. Briefly: a
+			// silent old connection must not hold up the new acquire,
+			// so after reacquireReleaseWait it is closed (which frees
+			// the lock where auto-release is on).
 			h.stopRenewer(old)
-			rctx, cancel := context.WithTimeout(ctx, reacquireReleaseWait)
-			_ = oldConn.release(rctx, oldGrant)
-			cancel()
+			op := h.startRelease(ctx, old, oldConn, oldGrant)
+			t := time.NewTimer(reacquireReleaseWait)
+			select {
+			case <-op.done:
+			case <-ctx.Done(): // the release goes on; the dial below fails
+			case <-t.C:
+				_ = oldConn.Close()
+			}
+			t.Stop()
+		} else {
+			h.stop(old)
 		}
-		h.stop(old)
 	}
 	conn, err := sp.dial(ctx)
 	h.mu.Lock()
@@ -227,10 +256,12 @@ func (h *holder) wait(ctx context.Context, timeout time.Duration) (bool, error) 
 	h.mu.Unlock()
 	g, err := conn.wait(ctx, sp.key, sp.limit, timeout, flags)
 	if err != nil {
-		if held && ctx.Err() != nil && conn.Err() == nil {
+		if held && isCtxErr(err) && conn.Err() == nil {
 			// A fast-path grant is held already and the connection is
-			// fine: the caller keeps it (and may Wait again).
-			return false, ctx.Err()
+			// fine: the caller keeps it (and may Wait again). err may
+			// be context.DeadlineExceeded before ctx.Err() is set (the
+			// deadline passed, its timer not yet run).
+			return false, ctxErr(ctx, err)
 		}
 		if held && errors.Is(err, ErrNotQueued) && conn.Err() == nil {
 			// Either an earlier Wait whose context ended had its w
@@ -240,7 +271,8 @@ func (h *holder) wait(ctx context.Context, timeout time.Duration) (bool, error) 
 			h.mu.Lock()
 			g := hd.grant
 			h.mu.Unlock()
-			if _, rerr := conn.renew(ctx, g, sp.leaseTTL); rerr == nil {
+			_, rerr := conn.renew(ctx, g, sp.leaseTTL)
+			if rerr == nil {
 				h.mu.Lock()
 				defer h.mu.Unlock()
 				if hd.state != stateHeld {
@@ -248,6 +280,12 @@ func (h *holder) wait(ctx context.Context, timeout time.Duration) (bool, error) 
 				}
 				hd.pendingWait = false
 				return true, nil
+			}
+			if isCtxErr(rerr) && conn.Err() == nil {
+				// ctx ended before the server answered the check: that
+				// is no refusal, so the hold stays (the renewer goes on
+				// and notices a real loss).
+				return false, ctxErr(ctx, rerr)
 			}
 		}
 		return false, h.fail(ctx, hd, err)
@@ -300,37 +338,117 @@ func (h *holder) fail(ctx context.Context, hd *hold, err error) error {
 	return err
 }
 
-// release ends the current hold, releasing the grant first.
+// isCtxErr tells whether err is a context's error: a call gave up on its
+// context, which says nothing about the hold.
+func isCtxErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// ctxErr is ctx.Err(), or err while ctx has not caught up with its
+// deadline yet.
+func ctxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// joinErr joins two errors, returning either unchanged when the other is
+// nil.
+func joinErr(a, b error) error {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	return errors.Join(a, b)
+}
+
+// release ends the current hold, releasing the grant first, waits (within
+// ctx) for the releases in flight, and returns what was unreported: the
+// failure of a release, the loss of a hold since the last Release. If ctx
+// ends first it returns ctx.Err(), and the releases go on in the
+// background; what they report is kept for the next Release.
 func (h *holder) release(ctx context.Context) error {
 	h.mu.Lock()
 	hd := h.cur
-	if hd == nil {
-		defer h.mu.Unlock()
-		if last := h.last; last != nil && last.err != nil && !last.lossReported {
-			last.lossReported = true
-			return last.err
-		}
-		return nil
+	var held bool
+	var conn *Conn
+	var g Grant
+	if hd != nil {
+		held = hd.state == stateHeld
+		conn, g = hd.conn, hd.grant
+		h.endLocked(hd, nil)
 	}
-	held := hd.state == stateHeld
-	h.endLocked(hd, nil)
-	conn, g, expires := hd.conn, hd.grant, hd.expires
 	h.mu.Unlock()
-	h.stopRenewer(hd)
-	var err error
 	if held {
-		err = conn.release(ctx, g)
-		if err != nil && ctx.Err() == nil && !time.Now().Before(expires) {
+		h.stopRenewer(hd)
+		h.startRelease(ctx, hd, conn, g)
+	} else if hd != nil {
+		h.stop(hd) // connecting or queued: closing drops the place
+	}
+	h.mu.Lock()
+	ops := slices.Clone(h.releasing) // startRelease removes in place
+	h.mu.Unlock()
+	for _, op := range ops {
+		select {
+		case <-op.done: // answered already: report it even if ctx has ended
+			continue
+		default:
+		}
+		select {
+		case <-op.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	err := h.unreported
+	h.unreported = nil
+	return err
+}
+
+// startRelease releases hd's grant g on conn, its connection, in the
+// background and closes the connection once the release is answered (or
+// failed). It is sent even if ctx has ended: closing instead would leave
+// the lock held until its lease ends where the server's auto-release is
+// off, and nothing could release it later. It is bounded by releaseWait.
+// A failure goes to h.unreported. hd's renewer must be stopped.
+func (h *holder) startRelease(ctx context.Context, hd *hold, conn *Conn, g Grant) *releaseOp {
+	op := &releaseOp{done: make(chan struct{})}
+	h.mu.Lock()
+	expires, sp := hd.expires, hd.sp
+	h.releasing = append(h.releasing, op)
+	h.mu.Unlock()
+	go func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseWait)
+		err := conn.release(rctx, g)
+		cancel()
+		_ = conn.Close()
+		switch {
+		case err == nil:
+		case !time.Now().Before(expires):
 			// The lease may have run out before the server saw the
 			// release (a pause longer than the renewer's margin): the
-			// hold cannot be shown to have lasted until Release.
-			err = fmt.Errorf("%w: the lease ran out before the release was answered: %w", ErrLost, err)
+			// hold cannot be shown to have lasted until the release.
+			err = fmt.Errorf("%w: %s %q: the lease ran out before the release was answered: %w", ErrLost, sp.kind, sp.key, err)
+		case isCtxErr(err):
+			err = fmt.Errorf("dflockd: %s %q: release not answered within %v: %w", sp.kind, sp.key, releaseWait, err)
 		}
-	}
-	if conn != nil {
-		_ = conn.Close()
-	}
-	return err
+		h.mu.Lock()
+		h.unreported = joinErr(h.unreported, err)
+		for i, o := range h.releasing {
+			if o == op {
+				h.releasing = append(h.releasing[:i], h.releasing[i+1:]...)
+				break
+			}
+		}
+		close(op.done)
+		h.mu.Unlock()
+	}()
+	return op
 }
 
 // close ends the current hold without releasing: the server releases when
@@ -437,6 +555,7 @@ func (h *holder) lose(hd *hold, cause error) {
 		return
 	}
 	h.endLocked(hd, err)
+	h.unreported = joinErr(h.unreported, err)
 	h.mu.Unlock()
 	_ = hd.conn.Close()
 	if cb := hd.sp.onRenewError; cb != nil {

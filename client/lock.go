@@ -59,7 +59,9 @@ func (l *Lock) spec() (spec, error) {
 // Acquire connects, waits up to AcquireTimeout for the lock, and starts
 // renewing it. It returns (false, nil) when the server's timeout ran out,
 // (false, ctx.Err()) when ctx ended first, and (false, err) on failure.
-// Acquiring a Lock that is already held releases the previous hold first.
+// Acquiring a Lock that is already held releases the previous hold first
+// (waiting up to a second for the server's answer; a release that fails
+// is reported by the next Release, as is a hold lost before it).
 func (l *Lock) Acquire(ctx context.Context) (bool, error) {
 	sp, err := l.spec()
 	if err != nil {
@@ -95,15 +97,28 @@ func (l *Lock) Enqueue(ctx context.Context) (string, error) {
 // when no Enqueue left a place to collect (a lock held from Acquire or an
 // earlier Wait stays held); ErrLeaseExpired if the grant expired before
 // Wait was called. If ctx ends while Wait collects a grant Enqueue already
-// got (StatusAcquired), the lock stays held and Wait may be called again.
+// got (StatusAcquired), the lock stays held and Wait may be called again:
+// an error of the context (context.Canceled or DeadlineExceeded, also when
+// the deadline passed before ctx noticed) never ends that hold; only the
+// server refusing it, or the connection breaking, does.
 func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 	return l.h.wait(ctx, timeout)
 }
 
-// Release stops renewal, releases the lock and closes the connection. It
-// returns nil when nothing is held, and once, the ErrLost error of a hold
-// that was lost since the last Release (so that a critical section that
-// ran unprotected does not go unnoticed).
+// Release stops renewal, releases the lock and closes the connection once
+// the release is answered. It returns nil when nothing is held and nothing
+// is left to report. It returns, once, the ErrLost error of every hold
+// lost that no Release has reported yet, also when a new Acquire came
+// between (so that a critical section that ran unprotected does not go
+// unnoticed), and the failure of a release that could not be confirmed.
+//
+// The release is sent even when ctx has already ended (a deferred Release
+// with a cancelled request context, say): the Lock no longer holds the
+// lock as soon as Release is called, and nothing could release it later,
+// which matters where the server's auto-release is off. If ctx ends before
+// the server answers, Release returns ctx.Err() at once and the release
+// completes in the background (for up to 5 s); a later Release waits for
+// it, within its own ctx, and reports its outcome.
 func (l *Lock) Release(ctx context.Context) error { return l.h.release(ctx) }
 
 // Close stops renewal and closes the connection without releasing: the

@@ -19,7 +19,9 @@ import (
 // up to whole seconds and capped at ctx's deadline; 0 tries once and
 // answers at once. It returns the Grant, ErrTimeout when the server's
 // timeout ran out, ctx.Err() when ctx ended first (a grant arriving later
-// is released at once), or another sentinel error.
+// is released at once), or another sentinel error. While an abandoned
+// request for key on c is unanswered, Acquire, Enqueue and Wait for key
+// wait for it first (see Conn).
 func (c *Conn) Acquire(ctx context.Context, key string, timeout time.Duration, opts ...Option) (Grant, error) {
 	o := collect(opts)
 	return c.acquire(ctx, key, o.limit, timeout, o.leaseTTL)
