@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -101,22 +100,4 @@ func TestConnCtxHonouredWhileWriteBlocked(t *testing.T) {
 		<-done
 		t.Fatalf("Ping with a 200 ms context still blocked after %v", time.Since(start))
 	}
-}
-
-// silentNoReadServer accepts connections and neither reads nor answers.
-func silentNoReadServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-		}
-	}()
-	return ln.Addr().String()
 }

@@ -20,6 +20,15 @@ import (
 // silentServer accepts connections and reads them, but never answers: a
 // wedged server, or a half-open connection.
 func silentServer(t *testing.T) string {
+	return acceptingServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+}
+
+// silentNoReadServer accepts connections and neither reads nor answers.
+func silentNoReadServer(t *testing.T) string { return acceptingServer(t, nil) }
+
+// acceptingServer accepts connections and runs serve (if not nil) on each
+// in a goroutine; they are closed at the end of the test.
+func acceptingServer(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -31,7 +40,9 @@ func silentServer(t *testing.T) string {
 				return
 			}
 			t.Cleanup(func() { _ = c.Close() })
-			go func() { _, _ = io.Copy(io.Discard, c) }()
+			if serve != nil {
+				go serve(c)
+			}
 		}
 	}()
 	return ln.Addr().String()
