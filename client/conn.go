@@ -77,12 +77,14 @@ type Conn struct {
 	pending  fifo          // calls awaiting replies, in wire order
 	// abandoned counts, per key and namespace, the abandoned calls that
 	// may still produce a grant or a queued place (acquire, enqueue,
-	// wait) and whose reply has not been cleaned up; abandonedCh, when
-	// not nil, is closed when a count drops. See Conn, and gateLocked.
-	abandoned   map[abandonKey]int
-	abandonedCh chan struct{}
-	err         error // why the connection broke; nil while usable
-	lastWrite   time.Time
+	// wait) and whose reply has not been cleaned up. gates holds the
+	// requests held back for a key, in call order: only the head goes,
+	// when the key's count is 0 (its channel is closed then). See Conn,
+	// and gateLocked.
+	abandoned map[abandonKey]int
+	gates     map[abandonKey][]chan struct{}
+	err       error // why the connection broke; nil while usable
+	lastWrite time.Time
 	// chainEnd is the latest moment the server may answer the last
 	// pending request: replies come in order and a blocked request holds
 	// back those behind it, so a request's own timeout counts from the
@@ -312,7 +314,7 @@ func (c *Conn) roundTrip(ctx context.Context, req *codec.Request, key string, fl
 		c.mu.Unlock()
 		return codec.Reply{}, nil, err
 	}
-	if len(c.abandoned) > 0 {
+	if len(c.abandoned) > 0 || len(c.gates) > 0 {
 		if err := c.gateLocked(ctx, req, key); err != nil {
 			c.mu.Unlock()
 			return codec.Reply{}, nil, err
@@ -392,11 +394,41 @@ func (c *Conn) settleLocked(cl *call) {
 		c.abandoned[k] = n - 1
 	case n == 1:
 		delete(c.abandoned, k)
+		c.openGateLocked(k)
 	}
-	if c.abandonedCh != nil {
-		close(c.abandonedCh)
-		c.abandonedCh = nil
+}
+
+// openGateLocked lets the first request held back for k go, if nothing
+// abandoned for k is unsettled.
+func (c *Conn) openGateLocked(k abandonKey) {
+	q := c.gates[k]
+	if len(q) == 0 || c.abandoned[k] > 0 {
+		return
 	}
+	select {
+	case <-q[0]: // open already
+	default:
+		close(q[0])
+	}
+}
+
+// leaveGateLocked removes ch from k's held-back requests and lets the
+// next one go (it cannot enqueue before the caller, who holds c.mu until
+// its own request is queued).
+func (c *Conn) leaveGateLocked(k abandonKey, ch chan struct{}) {
+	q := c.gates[k]
+	for i := range q {
+		if q[i] == ch {
+			q = append(q[:i], q[i+1:]...)
+			break
+		}
+	}
+	if len(q) == 0 {
+		delete(c.gates, k)
+		return
+	}
+	c.gates[k] = q
+	c.openGateLocked(k)
 }
 
 // gateLocked holds req back while an abandoned request for the same key
@@ -409,31 +441,43 @@ func (c *Conn) gateLocked(ctx context.Context, req *codec.Request, key string) e
 		return nil
 	}
 	k := abandonKey{sem: sem, key: key}
-	waited := false
-	for c.abandoned[k] > 0 {
-		ch := c.abandonedCh
-		if ch == nil {
-			ch = make(chan struct{})
-			c.abandonedCh = ch
-		}
+	if c.abandoned[k] == 0 && len(c.gates[k]) == 0 {
+		return nil
+	}
+	// Held back, behind the requests held back before it: they go one at
+	// a time, in call order, each once the key has nothing abandoned.
+	ch := make(chan struct{})
+	if c.gates == nil {
+		c.gates = make(map[abandonKey][]chan struct{})
+	}
+	c.gates[k] = append(c.gates[k], ch)
+	c.openGateLocked(k)
+	for {
 		c.mu.Unlock()
-		var err error
 		select {
 		case <-ch:
 		case <-c.broken:
 		case <-ctx.Done():
-			err = ctx.Err()
 		}
 		c.mu.Lock()
+		err := c.err
 		if err == nil {
-			err = c.err
+			err = ctx.Err()
 		}
 		if err != nil {
+			c.leaveGateLocked(k, ch)
 			return err
 		}
-		waited = true
+		if c.abandoned[k] == 0 {
+			break
+		}
+		// Opened, but something for k was abandoned since: wait again,
+		// still first in line.
+		ch = make(chan struct{})
+		c.gates[k][0] = ch
 	}
-	if waited && req.Timeout > 0 {
+	c.leaveGateLocked(k, ch)
+	if req.Timeout > 0 {
 		if dl, ok := ctx.Deadline(); ok {
 			left := time.Until(dl)
 			if left <= 0 {
@@ -555,7 +599,7 @@ func (c *Conn) breakLocked(err error) {
 		}
 	}
 	c.wbuf = c.wbuf[:0]
-	clear(c.abandoned) // held-back requests see c.broken
+	clear(c.abandoned) // held-back requests see c.broken and leave
 }
 
 // armWatchLocked makes sure the watchdog runs no later than at.

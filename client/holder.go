@@ -36,6 +36,7 @@ type holder struct {
 // that it is sent, and its connection closed only once it is answered,
 // even when the caller's context has ended.
 type releaseOp struct {
+	conn *Conn
 	done chan struct{} // closed when answered or failed; the error is in unreported
 }
 
@@ -417,7 +418,7 @@ func (h *holder) release(ctx context.Context) error {
 // off, and nothing could release it later. It is bounded by releaseWait.
 // A failure goes to h.unreported. hd's renewer must be stopped.
 func (h *holder) startRelease(ctx context.Context, hd *hold, conn *Conn, g Grant) *releaseOp {
-	op := &releaseOp{done: make(chan struct{})}
+	op := &releaseOp{conn: conn, done: make(chan struct{})}
 	h.mu.Lock()
 	expires, sp := hd.expires, hd.sp
 	h.releasing = append(h.releasing, op)
@@ -460,9 +461,18 @@ func (h *holder) close() error {
 	if hd != nil {
 		h.endLocked(hd, nil)
 	}
+	ops := slices.Clone(h.releasing)
 	h.mu.Unlock()
 	if hd != nil {
 		h.stop(hd)
+	}
+	// Close does not release: a release still in flight (its Release's
+	// context ended first) is cut off with its connection, as a held
+	// lock's would be, and waited for, so nothing the Lock started
+	// outlives Close. Its failure is kept for the next Release.
+	for _, op := range ops {
+		_ = op.conn.Close()
+		<-op.done
 	}
 	return nil
 }

@@ -123,7 +123,9 @@ func (l *Lock) Release(ctx context.Context) error { return l.h.release(ctx) }
 
 // Close stops renewal and closes the connection without releasing: the
 // server releases the lock when it sees the connection close (or when the
-// lease runs out, if auto-release is off).
+// lease runs out, if auto-release is off). A release still going on in
+// the background (a Release whose ctx ended first) is cut off the same
+// way; Close returns once it has stopped.
 func (l *Lock) Close() error { return l.h.close() }
 
 // Token returns the token of the held lock, or "" when not held.
