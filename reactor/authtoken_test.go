@@ -1,6 +1,8 @@
 package reactor_test
 
 import (
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -59,4 +61,22 @@ func TestAuthTimeoutWithoutReadTimeout(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		require.Equal(t, rOK, authed.Do("ping", "_", "_"), "no timeout once authenticated")
 	})
+}
+
+// On the TLS port the handshake comes before auth: a stranger that never
+// starts it is closed after AuthTimeout too, not only at the (longer)
+// read timeout.
+func TestAuthTimeoutBoundsTLSHandshake(t *testing.T) {
+	srv := reactortest.Start(t, func(c *reactortest.Config) {
+		c.SelfSignedTLS = true
+		c.Server.AuthToken = "s3cret"
+		c.Server.ReadTimeout = 4 * time.Second
+		c.Server.AuthTimeout = 300 * time.Millisecond
+	})
+	nc, err := net.DialTimeout("tcp", srv.Addr, 5*time.Second)
+	require.NoError(t, err)
+	defer nc.Close()
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(2*time.Second)))
+	_, err = nc.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "closed by the server within AuthTimeout, not still open at 2 s")
 }

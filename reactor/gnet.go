@@ -278,7 +278,7 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 	}
 	if g.closing {
 		discardAll(c)
-		return gnet.None
+		return g.flush(now) // closes when due (flush)
 	}
 	if !g.unpark(now) || c.OutboundBuffered() >= h.srv.cfg.OutboundHighWater {
 		// Not decoding: parked (replies keep request order) or the client
@@ -287,9 +287,7 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 			return gnet.Close
 		}
 		if g.parked && g.peerEOF {
-			// Blocked after a half-close: a disconnect (OnReadEOF).
-			_ = g.flush(now)
-			return gnet.Close
+			g.dropAtHalfClose(now)
 		}
 		return g.flush(now)
 	}
@@ -310,12 +308,39 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 	if g.peerEOF && act == gnet.None && !more && !g.closing {
 		// Half-closed: nothing more will arrive. Close once every complete
 		// request is answered and written (the stall check calls again
-		// when the replies have drained), or at once if one blocks.
-		if g.parked || c.OutboundBuffered() == 0 {
+		// when the replies have drained); if one blocks, see
+		// dropAtHalfClose.
+		if g.parked {
+			g.dropAtHalfClose(now)
+			return g.flush(now)
+		}
+		if c.OutboundBuffered() == 0 {
 			return gnet.Close
 		}
 	}
 	return act
+}
+
+// dropAtHalfClose: a request blocks after the client half-closed, which
+// counts as a disconnect (OnReadEOF): the connection's lock state goes at
+// once, as at a close (the waiter leaves the queue; with auto-release,
+// its holds are released), and the connection closes once the replies
+// before the request are written (flush, timerCheck; bounded by the write
+// timeout). gnet's close would drop what the socket did not take yet.
+func (g *gconn) dropAtHalfClose(now int64) {
+	g.srv.table.CloseOwner(&g.owner, now)
+	if g.parked {
+		g.parked = false
+		g.srv.parked.Add(-1)
+	}
+	g.closing = true
+	g.closeAt = now
+}
+
+// flushingBeforeClose: closing, but the replies before the close are
+// still in gnet's buffer and must go first (dropAtHalfClose).
+func (g *gconn) flushingBeforeClose() bool {
+	return g.closing && g.peerEOF && g.c.OutboundBuffered() > 0
 }
 
 // flush writes pending replies (one write per event) and rearms timers.
@@ -343,7 +368,7 @@ func (g *gconn) flush(now int64) gnet.Action {
 			g.owedMark = g.written
 		}
 	}
-	if g.closing && g.closeAt <= now {
+	if g.closing && g.closeAt <= now && !g.flushingBeforeClose() {
 		return gnet.Close
 	}
 	if !g.stalled && g.c.OutboundBuffered() > 0 {
@@ -373,6 +398,10 @@ func (g *gconn) arm(now int64) {
 	switch {
 	case g.closing:
 		next = g.closeAt
+		if g.stalled && g.peerEOF {
+			// Replies still draining before the close (dropAtHalfClose).
+			next = max(next, now+int64(stallCheck))
+		}
 	default:
 		if d := g.readDeadline(); d > 0 {
 			next = d
@@ -415,7 +444,7 @@ func (g *gconn) onTimer(now int64) {
 
 func (g *gconn) timerCheck(now int64) {
 	srv := g.srv
-	if g.closing {
+	if g.closing && !g.flushingBeforeClose() {
 		if now >= g.closeAt {
 			_ = g.loop.el.Close(g.c)
 			return
@@ -449,6 +478,10 @@ func (g *gconn) timerCheck(now int64) {
 			_ = g.loop.el.Close(g.c)
 			return
 		}
+	}
+	if g.closing {
+		g.arm(now) // replies draining before the close
+		return
 	}
 	if d := g.readDeadline(); d > 0 && now >= d {
 		g.readTimedOut(now)

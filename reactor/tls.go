@@ -70,9 +70,11 @@ func (t *tlsConn) serve(s *Server) {
 	t.mt = s.meteredForTLS(t.owner.ID())
 	defer func() { t.close(s.table.Now()) }()
 
-	hsTimeout := s.cfg.ReadTimeout
-	if hsTimeout <= 0 {
-		hsTimeout = 30 * time.Second
+	// The handshake comes before authentication: AuthTimeout bounds it
+	// too, also with the read timeout off.
+	hsTimeout := s.cfg.AuthTimeout
+	if rt := s.cfg.ReadTimeout; rt > 0 && rt < hsTimeout {
+		hsTimeout = rt
 	}
 	_ = t.nc.SetDeadline(time.Now().Add(hsTimeout))
 	if err := t.nc.Handshake(); err != nil {
