@@ -18,7 +18,7 @@
 # Open files: this machine's hard limit is 20,000 per process. Each server
 # raises its soft limit to the hard limit itself, and so does the load
 # generator, so 19,000 connections fit on both sides with room to spare
-# (dflockd keeps 64 descriptors in reserve). The generator binds its
+# (dflockd keeps 64 descriptors in reserve, plus two per event loop). The generator binds its
 # connections to 127.0.0.1, 127.0.0.2, … (8,000 per source address here) to
 # show the spread that larger runs need once one address runs out of ports.
 set -euo pipefail
