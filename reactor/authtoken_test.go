@@ -75,7 +75,7 @@ func TestAuthTimeoutBoundsTLSHandshake(t *testing.T) {
 	})
 	nc, err := net.DialTimeout("tcp", srv.Addr, 5*time.Second)
 	require.NoError(t, err)
-	defer nc.Close()
+	defer func() { _ = nc.Close() }()
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(2*time.Second)))
 	_, err = nc.Read(make([]byte, 1))
 	require.ErrorIs(t, err, io.EOF, "closed by the server within AuthTimeout, not still open at 2 s")
