@@ -36,8 +36,12 @@ type holder struct {
 // that it is sent, and its connection closed only once it is answered,
 // even when the caller's context has ended.
 type releaseOp struct {
-	conn *Conn
-	done chan struct{} // closed when answered or failed; the error is in unreported
+	conn    *Conn
+	g       Grant
+	expires time.Time
+	sp      spec
+	cut     bool          // Close cut it off: its failure is not reported (under h.mu)
+	done    chan struct{} // closed when answered or failed; the error is in unreported
 }
 
 // spec is a request as configured by a Lock's or Semaphore's exported
@@ -147,14 +151,18 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 	var oldHeld bool
 	var oldConn *Conn
 	var oldGrant Grant
+	var op *releaseOp
 	if old != nil {
 		oldHeld, oldConn, oldGrant = old.state == stateHeld, old.conn, old.grant
 		h.endLocked(old, nil)
+		if oldHeld && oldConn.Err() == nil {
+			op = h.releaseLocked(old, oldConn, oldGrant)
+		}
 	}
 	h.cur = hd
 	h.mu.Unlock()
 	if old != nil {
-		if oldHeld && oldConn.Err() == nil {
+		if op != nil {
 			// Release it rather than only close its connection: with the
 			// server's auto-release off, a closed connection's lock stays
 			// held until its lease ends, and this acquire would queue
@@ -164,7 +172,7 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 			// so after reacquireReleaseWait it is closed (which frees
 			// the lock where auto-release is on).
 			h.stopRenewer(old)
-			op := h.startRelease(ctx, old, oldConn, oldGrant)
+			h.runRelease(ctx, op)
 			t := time.NewTimer(reacquireReleaseWait)
 			select {
 			case <-op.done:
@@ -374,18 +382,17 @@ func joinErr(a, b error) error {
 func (h *holder) release(ctx context.Context) error {
 	h.mu.Lock()
 	hd := h.cur
-	var held bool
-	var conn *Conn
-	var g Grant
+	var op *releaseOp
 	if hd != nil {
-		held = hd.state == stateHeld
-		conn, g = hd.conn, hd.grant
+		if hd.state == stateHeld {
+			op = h.releaseLocked(hd, hd.conn, hd.grant)
+		}
 		h.endLocked(hd, nil)
 	}
 	h.mu.Unlock()
-	if held {
+	if op != nil {
 		h.stopRenewer(hd)
-		h.startRelease(ctx, hd, conn, g)
+		h.runRelease(ctx, op)
 	} else if hd != nil {
 		h.stop(hd) // connecting or queued: closing drops the place
 	}
@@ -411,35 +418,42 @@ func (h *holder) release(ctx context.Context) error {
 	return err
 }
 
-// startRelease releases hd's grant g on conn, its connection, in the
-// background and closes the connection once the release is answered (or
-// failed). It is sent even if ctx has ended: closing instead would leave
-// the lock held until its lease ends where the server's auto-release is
-// off, and nothing could release it later. It is bounded by releaseWait.
-// A failure goes to h.unreported. hd's renewer must be stopped.
-func (h *holder) startRelease(ctx context.Context, hd *hold, conn *Conn, g Grant) *releaseOp {
-	op := &releaseOp{conn: conn, done: make(chan struct{})}
-	h.mu.Lock()
-	expires, sp := hd.expires, hd.sp
+// releaseLocked registers the release of hd's grant g on conn, its
+// connection, in the critical section that ends hd: a Close that sees hd
+// ended sees its release too. runRelease starts it once hd's renewer is
+// stopped.
+func (h *holder) releaseLocked(hd *hold, conn *Conn, g Grant) *releaseOp {
+	op := &releaseOp{conn: conn, g: g, expires: hd.expires, sp: hd.sp, done: make(chan struct{})}
 	h.releasing = append(h.releasing, op)
-	h.mu.Unlock()
+	return op
+}
+
+// runRelease sends op's release in the background and closes its
+// connection once the release is answered (or failed). It is sent even if
+// ctx has ended: closing instead would leave the lock held until its lease
+// ends where the server's auto-release is off, and nothing could release
+// it later. It is bounded by releaseWait. A failure goes to h.unreported,
+// unless Close cut the release off.
+func (h *holder) runRelease(ctx context.Context, op *releaseOp) {
 	go func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseWait)
-		err := conn.release(rctx, g)
+		err := op.conn.release(rctx, op.g)
 		cancel()
-		_ = conn.Close()
+		_ = op.conn.Close()
 		switch {
 		case err == nil:
-		case !time.Now().Before(expires):
+		case !time.Now().Before(op.expires):
 			// The lease may have run out before the server saw the
 			// release (a pause longer than the renewer's margin): the
 			// hold cannot be shown to have lasted until the release.
-			err = fmt.Errorf("%w: %s %q: the lease ran out before the release was answered: %w", ErrLost, sp.kind, sp.key, err)
+			err = fmt.Errorf("%w: %s %q: the lease ran out before the release was answered: %w", ErrLost, op.sp.kind, op.sp.key, err)
 		case isCtxErr(err):
-			err = fmt.Errorf("dflockd: %s %q: release not answered within %v: %w", sp.kind, sp.key, releaseWait, err)
+			err = fmt.Errorf("dflockd: %s %q: release not answered within %v: %w", op.sp.kind, op.sp.key, releaseWait, err)
 		}
 		h.mu.Lock()
-		h.unreported = joinErr(h.unreported, err)
+		if !op.cut {
+			h.unreported = joinErr(h.unreported, err)
+		}
 		for i, o := range h.releasing {
 			if o == op {
 				h.releasing = append(h.releasing[:i], h.releasing[i+1:]...)
@@ -449,7 +463,6 @@ func (h *holder) startRelease(ctx context.Context, hd *hold, conn *Conn, g Grant
 		close(op.done)
 		h.mu.Unlock()
 	}()
-	return op
 }
 
 // close ends the current hold without releasing: the server releases when
@@ -462,6 +475,9 @@ func (h *holder) close() error {
 		h.endLocked(hd, nil)
 	}
 	ops := slices.Clone(h.releasing)
+	for _, op := range ops {
+		op.cut = true
+	}
 	h.mu.Unlock()
 	if hd != nil {
 		h.stop(hd)
@@ -469,7 +485,7 @@ func (h *holder) close() error {
 	// Close does not release: a release still in flight (its Release's
 	// context ended first) is cut off with its connection, as a held
 	// lock's would be, and waited for, so nothing the Lock started
-	// outlives Close. Its failure is kept for the next Release.
+	// outlives Close. As for a held lock, nothing is left to report.
 	for _, op := range ops {
 		_ = op.conn.Close()
 		<-op.done

@@ -118,14 +118,16 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 // which matters where the server's auto-release is off. If ctx ends before
 // the server answers, Release returns ctx.Err() at once and the release
 // completes in the background (for up to 5 s); a later Release waits for
-// it, within its own ctx, and reports its outcome.
+// it, within its own ctx, and reports its outcome (unless Close cut it off
+// meanwhile).
 func (l *Lock) Release(ctx context.Context) error { return l.h.release(ctx) }
 
 // Close stops renewal and closes the connection without releasing: the
 // server releases the lock when it sees the connection close (or when the
 // lease runs out, if auto-release is off). A release still going on in
 // the background (a Release whose ctx ended first) is cut off the same
-// way; Close returns once it has stopped.
+// way, and leaves nothing for a later Release to report; Close returns
+// once it has stopped.
 func (l *Lock) Close() error { return l.h.close() }
 
 // Token returns the token of the held lock, or "" when not held.
