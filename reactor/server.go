@@ -401,18 +401,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	_ = s.ln.Close()
 	s.stopAccepting()
+	// A request read before draining was set may still be on its way to
+	// parking (a shard lock can hold it up): wait until every such
+	// request has parked or been answered before counting parked.
+	s.dispatchBarrier(ctx)
 	var err error
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	// Done when no request is parked at two checks a tick apart: a
-	// request a loop read just before draining was set may still be on
-	// its way to parking at the first.
-	for idle := 0; idle < 2 && err == nil; {
-		if s.parked.Load() > 0 {
-			idle = 0
-		} else {
-			idle++
-		}
+	for s.parked.Load() > 0 && err == nil {
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
@@ -425,6 +421,51 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.Close()
 	return err
 }
+
+// dispatchBarrier returns (or gives up when ctx ends) once every request
+// decoded before it was called has been dispatched: parked, and counted
+// in parked, or answered. An event loop runs one callback at a time, so a
+// no-op task queued on each has run after every callback in progress; a
+// TLS processor holds its connection's mutex while it decodes.
+func (s *Server) dispatchBarrier(ctx context.Context) {
+	s.loopsMu.Lock()
+	loops := make([]*loopTimers, 0, len(s.loops))
+	for _, lt := range s.loops {
+		loops = append(loops, lt)
+	}
+	s.loopsMu.Unlock()
+	ran := make(chan struct{}, len(loops))
+	queued := 0
+	for _, lt := range loops {
+		task := runFunc(func(context.Context) error { ran <- struct{}{}; return nil })
+		if lt.el.Execute(context.Background(), task) == nil {
+			queued++
+		}
+	}
+	for ; queued > 0; queued-- {
+		select {
+		case <-ran:
+		case <-ctx.Done():
+			return
+		}
+	}
+	s.tlsMu.Lock()
+	conns := make([]*tlsConn, 0, len(s.tlsConns))
+	for t := range s.tlsConns {
+		conns = append(conns, t)
+	}
+	s.tlsMu.Unlock()
+	for _, t := range conns {
+		t.mu.Lock()
+		//nolint:staticcheck // an empty critical section: a barrier
+		t.mu.Unlock()
+	}
+}
+
+// runFunc is a gnet.Runnable.
+type runFunc func(context.Context) error
+
+func (f runFunc) Run(ctx context.Context) error { return f(ctx) }
 
 // stopAccepting waits for Serve to return (the listener is closed) and
 // makes a later Serve return at once.
