@@ -95,7 +95,7 @@ func TestLockCloseEndsBackgroundRelease(t *testing.T) {
 		t.Errorf("after Lock.Close returned, the hold's connection was still open %v later "+
 			"(release goroutines %d, Conn writers %d still running)",
 			time.Since(closedAt).Round(time.Millisecond),
-			goroutinesIn("(*holder).startRelease"), goroutinesIn("(*Conn).writeLoop"))
+			goroutinesIn("(*holder).runRelease"), goroutinesIn("(*Conn).writeLoop"))
 	}
 }
 

@@ -28,7 +28,7 @@ type holder struct {
 	// release that was not confirmed, that no Release has returned yet.
 	// Only Release clears it.
 	unreported error
-	// releasing are the releases still in flight (see startRelease).
+	// releasing are the releases still in flight (see runRelease).
 	releasing []*releaseOp
 }
 
@@ -41,6 +41,7 @@ type releaseOp struct {
 	expires time.Time
 	sp      spec
 	cut     bool          // Close cut it off: its failure is not reported (under h.mu)
+	err     error         // its failure (under h.mu, once done)
 	done    chan struct{} // closed when answered or failed; the error is in unreported
 }
 
@@ -136,7 +137,7 @@ type hold struct {
 const reacquireReleaseWait = time.Second
 
 // releaseWait bounds a release sent after the caller's context ended (see
-// startRelease): long enough for a slow network, and the connection's own
+// runRelease): long enough for a slow network, and the connection's own
 // watchdog would break a silent connection soon after anyway.
 const releaseWait = 5 * time.Second
 
@@ -167,7 +168,8 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 			// server's auto-release off, a closed connection's lock stays
 			// held until its lease ends, and this acquire would queue
 			// behind it. The release is sent even if ctx has ended, and
-			// its failure is kept for the next Release. Briefly: a
+			// its failure is kept for the next Release (unless Close
+			// cuts it off). Briefly: a
 			// silent old connection must not hold up the new acquire,
 			// so after reacquireReleaseWait it is closed (which frees
 			// the lock where auto-release is on).
@@ -397,7 +399,7 @@ func (h *holder) release(ctx context.Context) error {
 		h.stop(hd) // connecting or queued: closing drops the place
 	}
 	h.mu.Lock()
-	ops := slices.Clone(h.releasing) // startRelease removes in place
+	ops := slices.Clone(h.releasing) // runRelease removes in place
 	h.mu.Unlock()
 	for _, op := range ops {
 		select {
@@ -415,6 +417,12 @@ func (h *holder) release(ctx context.Context) error {
 	defer h.mu.Unlock()
 	err := h.unreported
 	h.unreported = nil
+	if op != nil && op.cut {
+		// A Close cut this call's own release off while it waited: that
+		// is a release not confirmed, not a background one nobody waits
+		// for (those report nothing).
+		err = joinErr(err, op.err)
+	}
 	return err
 }
 
@@ -451,6 +459,7 @@ func (h *holder) runRelease(ctx context.Context, op *releaseOp) {
 			err = fmt.Errorf("dflockd: %s %q: release not answered within %v: %w", op.sp.kind, op.sp.key, releaseWait, err)
 		}
 		h.mu.Lock()
+		op.err = err
 		if !op.cut {
 			h.unreported = joinErr(h.unreported, err)
 		}

@@ -147,6 +147,11 @@ type Server struct {
 	acceptStop bool
 	acceptWG   sync.WaitGroup
 	tickWG     sync.WaitGroup
+	// execMu orders dispatchBarrier's Execute calls before Close's stop
+	// of the loops: a task queued after a loop's poller is closed would
+	// write to a closed (maybe reused) eventfd descriptor.
+	execMu      sync.Mutex
+	execStopped bool
 }
 
 // New binds the listening socket and starts the event loops; call Serve to
@@ -403,31 +408,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopAccepting()
 	// A request read before draining was set may still be on its way to
 	// parking (a shard lock can hold it up): wait until every such
-	// request has parked or been answered before counting parked.
-	s.dispatchBarrier(ctx)
-	var err error
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for s.parked.Load() > 0 && err == nil {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-tick.C:
+	// request has parked or been answered before counting parked. If ctx
+	// ends first, whether anything is cut off is unknown: report it.
+	err := s.dispatchBarrier(ctx)
+	if err == nil {
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for s.parked.Load() > 0 && err == nil {
+			select {
+			case <-ctx.Done():
+				err = ctx.Err()
+			case <-tick.C:
+			}
 		}
-	}
-	if err != nil && s.parked.Load() == 0 {
-		err = nil // nothing was cut off
+		if err != nil && s.parked.Load() == 0 {
+			err = nil // nothing was cut off
+		}
 	}
 	s.Close()
 	return err
 }
 
-// dispatchBarrier returns (or gives up when ctx ends) once every request
-// decoded before it was called has been dispatched: parked, and counted
-// in parked, or answered. An event loop runs one callback at a time, so a
-// no-op task queued on each has run after every callback in progress; a
-// TLS processor holds its connection's mutex while it decodes.
-func (s *Server) dispatchBarrier(ctx context.Context) {
+// dispatchBarrier returns once every request decoded before it was called
+// has been dispatched: parked, and counted in parked, or answered. An
+// event loop runs one callback at a time, so a no-op task queued on each
+// has run after every callback in progress; a TLS processor holds its
+// connection's mutex while it decodes. It returns ctx.Err() if ctx ends
+// first, and nil at once if Close has begun (the loops may never run the
+// task: Close's own shutdown task can be ahead of it).
+func (s *Server) dispatchBarrier(ctx context.Context) error {
 	s.loopsMu.Lock()
 	loops := make([]*loopTimers, 0, len(s.loops))
 	for _, lt := range s.loops {
@@ -436,17 +445,25 @@ func (s *Server) dispatchBarrier(ctx context.Context) {
 	s.loopsMu.Unlock()
 	ran := make(chan struct{}, len(loops))
 	queued := 0
+	s.execMu.Lock()
+	if s.execStopped {
+		s.execMu.Unlock()
+		return nil // closing: nothing is left to drain
+	}
 	for _, lt := range loops {
 		task := runFunc(func(context.Context) error { ran <- struct{}{}; return nil })
 		if lt.el.Execute(context.Background(), task) == nil {
 			queued++
 		}
 	}
+	s.execMu.Unlock()
 	for ; queued > 0; queued-- {
 		select {
 		case <-ran:
+		case <-s.stopCh:
+			return nil // closing: nothing is left to drain
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		}
 	}
 	s.tlsMu.Lock()
@@ -460,6 +477,7 @@ func (s *Server) dispatchBarrier(ctx context.Context) {
 		//nolint:staticcheck // an empty critical section: a barrier
 		t.mu.Unlock()
 	}
+	return nil
 }
 
 // runFunc is a gnet.Runnable.
@@ -488,6 +506,9 @@ func (s *Server) Close() {
 		s.stopAccepting()
 		if s.cli != nil {
 			s.tickWG.Wait()
+			s.execMu.Lock()
+			s.execStopped = true
+			s.execMu.Unlock()
 			if err := s.cli.Stop(); err != nil {
 				s.log.Warn("stop event loops", zap.Error(err))
 			}

@@ -8,12 +8,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestConfigUnusableAuthToken: a secret no client can ever send is
+// TestConfigUnusableAuthToken: a secret no client can ever send was
 // accepted silently. A request line is at most 256 bytes and ends at the
-// first '\n', so a longer secret, or one with a newline inside, turns the
+// first '\n', so a longer secret, or one with a newline inside, turned the
 // port into one that answers error_auth to everyone (see
-// reactor.TestReviewLimitsLongAuthTokenUnusable). It should be one line
-// naming the flag.
+// reactor.TestNewRefusesUnusableAuthToken). It is one line naming the flag.
 func TestConfigUnusableAuthToken(t *testing.T) {
 	long := strings.Repeat("a", 300)
 	longFile := writeFile(t, "long-token", long+"\n")
@@ -42,8 +41,8 @@ func TestConfigUnusableAuthToken(t *testing.T) {
 
 // TestConfigErrorsStayOneLine: hostile text in a flag value or name
 // must still give one line naming the flag. A newline in a file path or a
-// flag name is echoed raw (the other messages quote with %q), and a host
-// with a newline is accepted here and fails only at listen time.
+// flag name was echoed raw, and a host with a newline was accepted and
+// failed only at listen time.
 func TestConfigErrorsStayOneLine(t *testing.T) {
 	tests := []struct {
 		name string
