@@ -24,51 +24,71 @@ import (
 // /v1/stats or a `stats` request on another loop would be). Two parked==0
 // checks 5 ms apart still cut it off without a reply, and Shutdown returned
 // nil; dispatchBarrier waits for every loop to finish its callback.
-func TestShutdownWaitsForRequestReadBeforeDrain(t *testing.T) {
+// drainRace is a request read just before a drain begins while its loop
+// is held up on the shard lock: srv (one loop) and a table of nKeys held
+// keys, a holder h of key (its token tok), and a waiter w that has sent
+// ping then "l key 30" while a Stats snapshot (its duration on snap)
+// holds the shard lock. The caller begins the drain.
+type drainRace struct {
+	srv  *Server
+	h    net.Conn
+	tok  string
+	w    net.Conn
+	wr   *bufio.Reader
+	snap chan time.Duration
+}
+
+func startDrainRace(t *testing.T, nKeys int, key string) *drainRace {
 	tbl := lockcore.New(lockcore.Config{Shards: 1, AutoRelease: true})
 	tbl.Start()
-	defer tbl.Stop()
+	t.Cleanup(tbl.Stop)
 	srv, err := New(Config{Addr: "127.0.0.1:0", Loops: 1, ReadTimeout: 23 * time.Second}, tbl)
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve() }()
-	defer func() { srv.Close(); <-done }()
+	t.Cleanup(func() { srv.Close(); <-done })
 
-	// A big table (100,000 keys held by someone else).
+	// A big table (keys held by someone else).
 	o := lockcore.NewOwner(1 << 40)
-	for i := range 100000 {
+	for i := range nKeys {
 		tbl.Acquire(o, lockcore.Locks, []byte("k"+strconv.Itoa(i)), 0, 1, 0, nil, tbl.Now())
 	}
-
 	dial := func() (net.Conn, *bufio.Reader) {
 		c, err := net.Dial("tcp", srv.Addr().String())
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
 		return c, bufio.NewReader(c)
 	}
-	h, hr := dial()
-	_, err = h.Write([]byte(hcReq("l", "dr-held", "0")))
+	r := &drainRace{srv: srv, snap: make(chan time.Duration, 1)}
+	var hr *bufio.Reader
+	r.h, hr = dial()
+	_, err = r.h.Write([]byte(hcReq("l", key, "0")))
 	require.NoError(t, err)
 	line, err := hr.ReadString('\n')
 	require.NoError(t, err)
-	tok := strings.Fields(line)[1]
-	w, wr := dial()
+	r.tok = strings.Fields(line)[1]
+	r.w, r.wr = dial()
 	require.True(t, pollFor(3*time.Second, func() bool { return srv.Connections() == 2 }))
 
 	// A snapshot holds the shard lock; the waiter's request is read (not
-	// draining yet) and its loop waits for the lock; then the drain begins.
-	snap := make(chan time.Duration, 1)
+	// draining yet) and its loop waits for the lock.
 	go func() {
 		s := time.Now()
 		tbl.Stats(tbl.Now())
-		snap <- time.Since(s)
+		r.snap <- time.Since(s)
 	}()
 	time.Sleep(15 * time.Millisecond)
 	// The ping's answer shows the loop read the pipeline before the drain
 	// began (while draining it would answer error_draining).
-	_, err = w.Write([]byte(hcReq("ping", "_", "_") + hcReq("l", "dr-held", "30")))
+	_, err = r.w.Write([]byte(hcReq("ping", "_", "_") + hcReq("l", key, "30")))
 	require.NoError(t, err)
 	time.Sleep(15 * time.Millisecond)
+	return r
+}
+
+func TestShutdownWaitsForRequestReadBeforeDrain(t *testing.T) {
+	r := startDrainRace(t, 100000, "dr-held")
+	srv, h, tok, w, wr, snap := r.srv, r.h, r.tok, r.w, r.wr, r.snap
 	shut := make(chan error, 1)
 	var shutTook time.Duration
 	go func() {

@@ -7,13 +7,10 @@ import (
 	"context"
 	"io"
 	"net"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/lockreactor/dflockd/lockcore"
 )
 
 // oneLoopOf dials srv once (so its one loop is in s.loops) and returns
@@ -143,43 +140,8 @@ func TestConcurrentShutdownsReturn(t *testing.T) {
 // loop. Whether anything is cut off is unknown then: Shutdown returns
 // ctx.Err() (it returned nil while the request was cut off unanswered).
 func TestShutdownCtxEndsInBarrierReportsIt(t *testing.T) {
-	tbl := lockcore.New(lockcore.Config{Shards: 1, AutoRelease: true})
-	tbl.Start()
-	defer tbl.Stop()
-	srv, err := New(Config{Addr: "127.0.0.1:0", Loops: 1, ReadTimeout: 23 * time.Second}, tbl)
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve() }()
-	defer func() { srv.Close(); <-done }()
-
-	o := lockcore.NewOwner(1 << 40)
-	for i := range 150000 {
-		tbl.Acquire(o, lockcore.Locks, []byte("k"+strconv.Itoa(i)), 0, 1, 0, nil, tbl.Now())
-	}
-	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.Dial("tcp", srv.Addr().String())
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = c.Close() })
-		return c, bufio.NewReader(c)
-	}
-	h, hr := dial()
-	_, err = h.Write([]byte(hcReq("l", "r4-held", "0")))
-	require.NoError(t, err)
-	_, err = hr.ReadString('\n')
-	require.NoError(t, err)
-	w, wr := dial()
-	require.True(t, pollFor(3*time.Second, func() bool { return srv.Connections() == 2 }))
-
-	snap := make(chan time.Duration, 1)
-	go func() {
-		s := time.Now()
-		tbl.Stats(tbl.Now())
-		snap <- time.Since(s)
-	}()
-	time.Sleep(15 * time.Millisecond)
-	_, err = w.Write([]byte(hcReq("ping", "_", "_") + hcReq("l", "r4-held", "30")))
-	require.NoError(t, err)
-	time.Sleep(15 * time.Millisecond)
+	r := startDrainRace(t, 150000, "r4-held")
+	srv, w, wr, snap := r.srv, r.w, r.wr, r.snap
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
