@@ -113,8 +113,12 @@ type Server struct {
 	cli       *gnet.Client
 	connCap   int64
 
-	conns    atomic.Int64 // open connections (all transports)
-	parked   atomic.Int64 // sessions with a parked request
+	conns  atomic.Int64 // open connections (all transports)
+	parked atomic.Int64 // sessions with a parked request
+	// cutOff counts sessions closed with a request still parked or a
+	// decided reply unsent: Shutdown reports ctx.Err() only if its Close
+	// cut something off.
+	cutOff   atomic.Int64
 	directs  atomic.Int64 // parked results written by their completer (tryDirect)
 	nextID   atomic.Uint64
 	draining atomic.Bool
@@ -421,11 +425,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			case <-tick.C:
 			}
 		}
-		if err != nil && s.parked.Load() == 0 {
-			err = nil // nothing was cut off
-		}
 	}
+	cut := s.cutOff.Load()
 	s.Close()
+	if s.cutOff.Load() == cut {
+		err = nil // ctx ended, but Close cut nothing off
+	}
 	return err
 }
 
@@ -434,8 +439,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // event loop runs one callback at a time, so a no-op task queued on each
 // has run after every callback in progress; a TLS processor holds its
 // connection's mutex while it decodes. It returns ctx.Err() if ctx ends
-// first, and nil at once if Close has begun (the loops may never run the
-// task: Close's own shutdown task can be ahead of it).
+// first, and nil at once if Close has begun or gnet's engine is stopping
+// (a loop may then never run the task: Close's own shutdown task can be
+// ahead of it, or the loop has exited).
 func (s *Server) dispatchBarrier(ctx context.Context) error {
 	s.loopsMu.Lock()
 	loops := make([]*loopTimers, 0, len(s.loops))
@@ -445,6 +451,12 @@ func (s *Server) dispatchBarrier(ctx context.Context) error {
 	s.loopsMu.Unlock()
 	ran := make(chan struct{}, len(loops))
 	queued := 0
+	var engineDone <-chan struct{} // stays nil (never ready) if unknown
+	if len(loops) > 0 {
+		if ed, ok := loops[0].el.(interface{ EngineDone() <-chan struct{} }); ok {
+			engineDone = ed.EngineDone()
+		}
+	}
 	s.execMu.Lock()
 	if s.execStopped {
 		s.execMu.Unlock()
@@ -462,6 +474,10 @@ func (s *Server) dispatchBarrier(ctx context.Context) error {
 		case <-ran:
 		case <-s.stopCh:
 			return nil // closing: nothing is left to drain
+		case <-engineDone:
+			// The loops are stopping, or one exited (its connections are
+			// closed): a queued task may never run.
+			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}

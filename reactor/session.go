@@ -286,6 +286,9 @@ func (s *session) close(now int64) {
 	if s.parked {
 		s.srv.parked.Add(-1)
 	}
+	if s.parked || s.owed > 0 {
+		s.srv.cutOff.Add(1)
+	}
 	s.sent() // never will be
 	s.srv.table.CloseOwner(&s.owner, now)
 	s.srv.conns.Add(-1)

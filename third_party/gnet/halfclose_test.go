@@ -101,3 +101,20 @@ func cpuTime(t *testing.T) time.Duration {
 	require.NoError(t, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// EngineDone is open while the engine runs and closed once Stop begins.
+func TestEngineDoneClosesAtStop(t *testing.T) {
+	cli, _ := startClient(t, 1)
+	el := cli.eng.eventLoops.next(nil)
+	select {
+	case <-el.EngineDone():
+		t.Fatal("EngineDone closed while the engine runs")
+	default:
+	}
+	require.NoError(t, cli.Stop())
+	select {
+	case <-el.EngineDone():
+	case <-time.After(5 * time.Second):
+		t.Fatal("EngineDone still open after Stop")
+	}
+}
