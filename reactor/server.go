@@ -439,9 +439,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // event loop runs one callback at a time, so a no-op task queued on each
 // has run after every callback in progress; a TLS processor holds its
 // connection's mutex while it decodes. It returns ctx.Err() if ctx ends
-// first, and nil at once if Close has begun or gnet's engine is stopping
-// (a loop may then never run the task: Close's own shutdown task can be
-// ahead of it, or the loop has exited).
+// first, and nil at once if Close has begun (Close's own shutdown task
+// can be ahead of the barrier's, which then never runs).
 func (s *Server) dispatchBarrier(ctx context.Context) error {
 	s.loopsMu.Lock()
 	loops := make([]*loopTimers, 0, len(s.loops))
@@ -449,35 +448,35 @@ func (s *Server) dispatchBarrier(ctx context.Context) error {
 		loops = append(loops, lt)
 	}
 	s.loopsMu.Unlock()
-	ran := make(chan struct{}, len(loops))
-	queued := 0
-	var engineDone <-chan struct{} // stays nil (never ready) if unknown
-	if len(loops) > 0 {
-		if ed, ok := loops[0].el.(interface{ EngineDone() <-chan struct{} }); ok {
-			engineDone = ed.EngineDone()
-		}
-	}
+	// One no-op task per loop; a loop counts as done when its task has
+	// run or it has exited (gnet's patched Exited: Execute still accepts
+	// tasks for a loop that exited, which runs none).
+	type pending struct{ ran, exited <-chan struct{} }
+	waits := make([]pending, 0, len(loops))
 	s.execMu.Lock()
 	if s.execStopped {
 		s.execMu.Unlock()
 		return nil // closing: nothing is left to drain
 	}
 	for _, lt := range loops {
-		task := runFunc(func(context.Context) error { ran <- struct{}{}; return nil })
-		if lt.el.Execute(context.Background(), task) == nil {
-			queued++
+		ran := make(chan struct{})
+		task := runFunc(func(context.Context) error { close(ran); return nil })
+		if lt.el.Execute(context.Background(), task) != nil {
+			continue
 		}
+		var exited <-chan struct{} // nil (never ready) if unknown
+		if ex, ok := lt.el.(interface{ Exited() <-chan struct{} }); ok {
+			exited = ex.Exited()
+		}
+		waits = append(waits, pending{ran, exited})
 	}
 	s.execMu.Unlock()
-	for ; queued > 0; queued-- {
+	for _, w := range waits {
 		select {
-		case <-ran:
+		case <-w.ran:
+		case <-w.exited:
 		case <-s.stopCh:
 			return nil // closing: nothing is left to drain
-		case <-engineDone:
-			// The loops are stopping, or one exited (its connections are
-			// closed): a queued task may never run.
-			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}

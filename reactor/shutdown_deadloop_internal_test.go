@@ -15,7 +15,7 @@ import (
 // without Close (here made to exit the way gnet's own shutdown task does;
 // an epoll_wait error does the same) never runs the barrier's task, yet
 // Execute returns nil. Nothing is parked or in flight: Shutdown returns
-// nil at once (the barrier watches gnet's EngineDone) instead of waiting
+// nil at once (the barrier watches the loop's Exited) instead of waiting
 // until ctx ends, for ever with context.Background().
 func TestShutdownDeadLoopDoesNotWaitForCtx(t *testing.T) {
 	srv := hcServer(t, Config{Loops: 1})

@@ -25,6 +25,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -51,6 +52,9 @@ type eventloop struct {
 	// enrolling counts connections Client.EnrollAsync has queued for this
 	// loop and the loop has not registered yet (dflockd patch).
 	enrolling atomic.Int32
+	// exited is closed when run returns (dflockd patch; see Exited).
+	exitOnce sync.Once
+	exited   chan struct{}
 }
 
 func (el *eventloop) Register(ctx context.Context, addr net.Addr) (<-chan RegisteredResult, error) {
@@ -558,3 +562,19 @@ func (el *eventloop) execCmd(a any) (err error) {
 	return
 }
 */
+
+// Exited is closed once this event loop's run has returned, after it
+// closed its connections (dflockd patch). Execute accepts tasks until
+// Stop has finished, and a loop that exited runs none: a caller waiting
+// for a task watches this too.
+func (el *eventloop) Exited() <-chan struct{} {
+	el.exitOnce.Do(el.initExited)
+	return el.exited
+}
+
+func (el *eventloop) initExited() { el.exited = make(chan struct{}) }
+
+func (el *eventloop) markExited() {
+	el.exitOnce.Do(el.initExited)
+	close(el.exited)
+}

@@ -12,9 +12,3 @@ package gnet
 type ReadEOFHandler interface {
 	OnReadEOF(c Conn) (action Action)
 }
-
-// EngineDone is closed once the engine is shutting down: Stop has begun,
-// or one of its event loops has exited (dflockd patch). A task queued
-// with Execute after that may never run: Execute refuses tasks only once
-// Stop has finished, and a loop that exited runs none.
-func (el *eventloop) EngineDone() <-chan struct{} { return el.engine.concurrency.ctx.Done() }

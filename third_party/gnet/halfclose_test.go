@@ -102,19 +102,19 @@ func cpuTime(t *testing.T) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// EngineDone is open while the engine runs and closed once Stop begins.
-func TestEngineDoneClosesAtStop(t *testing.T) {
+// Exited is open while the loop runs and closed once it has returned.
+func TestExitedClosesWhenLoopEnds(t *testing.T) {
 	cli, _ := startClient(t, 1)
 	el := cli.eng.eventLoops.next(nil)
 	select {
-	case <-el.EngineDone():
-		t.Fatal("EngineDone closed while the engine runs")
+	case <-el.Exited():
+		t.Fatal("Exited closed while the loop runs")
 	default:
 	}
 	require.NoError(t, cli.Stop())
 	select {
-	case <-el.EngineDone():
+	case <-el.Exited():
 	case <-time.After(5 * time.Second):
-		t.Fatal("EngineDone still open after Stop")
+		t.Fatal("Exited still open after Stop")
 	}
 }

@@ -81,6 +81,7 @@ func (el *eventloop) run() error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
+	defer el.markExited() // dflockd patch: after closeConns below
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {
 		c := el.connections.getConn(fd)

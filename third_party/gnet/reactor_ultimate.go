@@ -67,6 +67,7 @@ func (el *eventloop) run() error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
+	defer el.markExited() // dflockd patch: after closeConns below
 
 	err := el.poller.Polling()
 	if errors.Is(err, errorx.ErrEngineShutdown) {
