@@ -29,6 +29,7 @@ func (el *eventloop) rotate() error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
+	defer el.markExited() // dflockd patch
 
 	err := el.poller.Polling(el.accept0)
 	if errors.Is(err, errorx.ErrEngineShutdown) {
@@ -48,6 +49,7 @@ func (el *eventloop) orbit() error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
+	defer el.markExited() // dflockd patch
 
 	err := el.poller.Polling(func(fd int, ev netpoll.IOEvent, flags netpoll.IOFlags) error {
 		c := el.connections.getConn(fd)

@@ -28,6 +28,7 @@ func (el *eventloop) rotate() error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
+	defer el.markExited() // dflockd patch
 
 	err := el.poller.Polling()
 	if errors.Is(err, errorx.ErrEngineShutdown) {
@@ -47,6 +48,7 @@ func (el *eventloop) orbit() error {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
+	defer el.markExited() // dflockd patch
 
 	err := el.poller.Polling()
 	if errors.Is(err, errorx.ErrEngineShutdown) {
