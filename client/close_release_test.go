@@ -53,19 +53,29 @@ func TestCloseRacingReleaseCutsIt(t *testing.T) {
 		closedAt := time.Now()
 		err = <-rerr
 		rcancel()
-		l.h.mu.Lock()
-		inFlight := len(l.h.releasing)
-		l.h.mu.Unlock()
-		if inFlight > 0 {
-			t.Errorf("iteration %d: Close returned with no release to cut off, then Release started one: "+
-				"%v after Close returned it is still in flight (Release returned %v); it lives on for up to %v",
-				iters, time.Since(closedAt).Round(time.Millisecond), err, releaseWait)
-			stallDrain(srv, &l.h)
+		if releaseOutlivedClose(t, srv, l, iters, closedAt, "Release", err) {
 			return
 		}
-		stallDrain(srv, &l.h)
 	}
 	t.Logf("race not hit in %d iterations", iters)
+}
+
+// releaseOutlivedClose reports a release still in flight after Close
+// returned (started by who, which returned err), then drains the stalled
+// server's releases either way.
+func releaseOutlivedClose(t *testing.T, srv *stallServer, l *Lock, iter int, closedAt time.Time, who string, err error) bool {
+	t.Helper()
+	defer stallDrain(srv, &l.h)
+	l.h.mu.Lock()
+	inFlight := len(l.h.releasing)
+	l.h.mu.Unlock()
+	if inFlight > 0 {
+		t.Errorf("iteration %d: Close returned with no release to cut off, then %s started one: "+
+			"%v after Close returned it is still in flight (%s returned %v); it lives on for up to %v",
+			iter, who, time.Since(closedAt).Round(time.Millisecond), who, err, releaseWait)
+		return true
+	}
+	return false
 }
 
 // TestCloseRacingReacquireCutsRelease: the same on the re-acquire path:
@@ -104,17 +114,9 @@ func TestCloseRacingReacquireCutsRelease(t *testing.T) {
 		closedAt := time.Now()
 		err = <-aerr
 		acancel()
-		l.h.mu.Lock()
-		inFlight := len(l.h.releasing)
-		l.h.mu.Unlock()
-		if inFlight > 0 {
-			t.Errorf("iteration %d: Close returned with no release to cut off, then the re-acquiring Acquire "+
-				"started one: %v after Close returned it is still in flight (Acquire returned %v); "+
-				"it lives on for up to %v", iters, time.Since(closedAt).Round(time.Millisecond), err, releaseWait)
-			stallDrain(srv, &l.h)
+		if releaseOutlivedClose(t, srv, l, iters, closedAt, "the re-acquiring Acquire", err) {
 			return
 		}
-		stallDrain(srv, &l.h)
 	}
 	t.Logf("race not hit in %d iterations", iters)
 }

@@ -38,21 +38,27 @@ type drainRace struct {
 	snap chan time.Duration
 }
 
-func startDrainRace(t *testing.T, nKeys int, key string) *drainRace {
+// bigTableServer serves a one-shard table of nKeys keys held by someone
+// else (a Stats snapshot of it holds the shard lock for a while) on loops
+// event loops.
+func bigTableServer(t *testing.T, loops, nKeys int) (*Server, *lockcore.Table) {
 	tbl := lockcore.New(lockcore.Config{Shards: 1, AutoRelease: true})
 	tbl.Start()
 	t.Cleanup(tbl.Stop)
-	srv, err := New(Config{Addr: "127.0.0.1:0", Loops: 1, ReadTimeout: 23 * time.Second}, tbl)
+	srv, err := New(Config{Addr: "127.0.0.1:0", Loops: loops, ReadTimeout: 23 * time.Second}, tbl)
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve() }()
 	t.Cleanup(func() { srv.Close(); <-done })
-
-	// A big table (keys held by someone else).
 	o := lockcore.NewOwner(1 << 40)
 	for i := range nKeys {
 		tbl.Acquire(o, lockcore.Locks, []byte("k"+strconv.Itoa(i)), 0, 1, 0, nil, tbl.Now())
 	}
+	return srv, tbl
+}
+
+func startDrainRace(t *testing.T, nKeys int, key string) *drainRace {
+	srv, tbl := bigTableServer(t, 1, nKeys)
 	dial := func() (net.Conn, *bufio.Reader) {
 		c, err := net.Dial("tcp", srv.Addr().String())
 		require.NoError(t, err)
@@ -62,7 +68,7 @@ func startDrainRace(t *testing.T, nKeys int, key string) *drainRace {
 	r := &drainRace{srv: srv, snap: make(chan time.Duration, 1)}
 	var hr *bufio.Reader
 	r.h, hr = dial()
-	_, err = r.h.Write([]byte(hcReq("l", key, "0")))
+	_, err := r.h.Write([]byte(hcReq("l", key, "0")))
 	require.NoError(t, err)
 	line, err := hr.ReadString('\n')
 	require.NoError(t, err)

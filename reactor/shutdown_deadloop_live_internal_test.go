@@ -7,15 +7,12 @@ import (
 	"context"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	errorx "github.com/panjf2000/gnet/v2/pkg/errors"
 	"github.com/stretchr/testify/require"
-
-	"github.com/lockreactor/dflockd/lockcore"
 )
 
 // TestDeadLoopBarrierStillWaitsForLiveLoops: one of three event loops has
@@ -28,19 +25,7 @@ import (
 // that engine-wide signal and the request was cut off; it now waits per
 // loop (its task ran, or that loop exited).
 func TestDeadLoopBarrierStillWaitsForLiveLoops(t *testing.T) {
-	tbl := lockcore.New(lockcore.Config{Shards: 1, AutoRelease: true})
-	tbl.Start()
-	t.Cleanup(tbl.Stop)
-	srv, err := New(Config{Addr: "127.0.0.1:0", Loops: 3, ReadTimeout: 23 * time.Second}, tbl)
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
-	t.Cleanup(func() { srv.Close(); <-served })
-
-	o := lockcore.NewOwner(1 << 40)
-	for i := range 100000 {
-		tbl.Acquire(o, lockcore.Locks, []byte("k"+strconv.Itoa(i)), 0, 1, 0, nil, tbl.Now())
-	}
+	srv, tbl := bigTableServer(t, 3, 100000)
 
 	loopSet := func() map[*loopTimers]bool {
 		srv.loopsMu.Lock()
@@ -81,7 +66,7 @@ func TestDeadLoopBarrierStillWaitsForLiveLoops(t *testing.T) {
 	require.Equal(t, int64(3), srv.Connections())
 
 	// The holder takes the key.
-	_, err = h.Write([]byte(hcReq("l", "dl-held", "0")))
+	_, err := h.Write([]byte(hcReq("l", "dl-held", "0")))
 	require.NoError(t, err)
 	_ = h.SetReadDeadline(time.Now().Add(3 * time.Second))
 	line, err := hr.ReadString('\n')
