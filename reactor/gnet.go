@@ -218,8 +218,9 @@ func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 // Every complete request it sent before is still served and answered, with
 // the usual back-pressure, and the connection closes once they are
 // answered and written. A request that would block counts the half-close
-// as a disconnect: it is dropped, with the connection, as when the client
-// closes.
+// as a disconnect: it is dropped with the connection's lock state, as when
+// the client closes, and the replies before it are still written
+// (dropAtHalfClose).
 func (h *gnetHandler) OnReadEOF(c gnet.Conn) gnet.Action {
 	g := c.Context().(*gconn)
 	lt := g.loop
