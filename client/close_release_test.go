@@ -38,33 +38,36 @@ func TestCloseRacingReleaseCutsIt(t *testing.T) {
 		require.True(t, ok)
 
 		rctx, rcancel := context.WithTimeout(ctx, 150*time.Millisecond)
-		rerr := make(chan error, 1)
-		go func() { rerr <- l.Release(rctx) }()
-		// Close as soon as Release has ended the hold.
-		for {
-			l.h.mu.Lock()
-			ended := l.h.cur == nil
-			l.h.mu.Unlock()
-			if ended {
-				break
-			}
-		}
-		require.NoError(t, l.Close())
-		closedAt := time.Now()
-		err = <-rerr
+		outlived := closeWhen(t, srv, l, iters, "Release",
+			func() error { return l.Release(rctx) },
+			func(h *holder) bool { return h.cur == nil }) // Release ended the hold
 		rcancel()
-		if releaseOutlivedClose(t, srv, l, iters, closedAt, "Release", err) {
+		if outlived {
 			return
 		}
 	}
 	t.Logf("race not hit in %d iterations", iters)
 }
 
-// releaseOutlivedClose reports a release still in flight after Close
-// returned (started by who, which returned err), then drains the stalled
-// server's releases either way.
-func releaseOutlivedClose(t *testing.T, srv *stallServer, l *Lock, iter int, closedAt time.Time, who string, err error) bool {
+// closeWhen runs op (who) in the background, calls l.Close as soon as
+// ready holds (checked under l.h.mu), and reports a release still in
+// flight after Close returned; it drains the stalled server's releases
+// either way.
+func closeWhen(t *testing.T, srv *stallServer, l *Lock, iter int, who string, op func() error, ready func(*holder) bool) bool {
 	t.Helper()
+	res := make(chan error, 1)
+	go func() { res <- op() }()
+	for {
+		l.h.mu.Lock()
+		ok := ready(&l.h)
+		l.h.mu.Unlock()
+		if ok {
+			break
+		}
+	}
+	require.NoError(t, l.Close())
+	closedAt := time.Now()
+	err := <-res
 	defer stallDrain(srv, &l.h)
 	l.h.mu.Lock()
 	inFlight := len(l.h.releasing)
@@ -100,21 +103,11 @@ func TestCloseRacingReacquireCutsRelease(t *testing.T) {
 		srv.stallRelease.Store(true)
 
 		actx, acancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		aerr := make(chan error, 1)
-		go func() { _, err := l.Acquire(actx); aerr <- err }()
-		for { // Close as soon as the new hold replaced the old one
-			l.h.mu.Lock()
-			swapped := l.h.cur != old
-			l.h.mu.Unlock()
-			if swapped {
-				break
-			}
-		}
-		require.NoError(t, l.Close())
-		closedAt := time.Now()
-		err = <-aerr
+		outlived := closeWhen(t, srv, l, iters, "the re-acquiring Acquire",
+			func() error { _, err := l.Acquire(actx); return err },
+			func(h *holder) bool { return h.cur != old }) // the new hold replaced the old one
 		acancel()
-		if releaseOutlivedClose(t, srv, l, iters, closedAt, "the re-acquiring Acquire", err) {
+		if outlived {
 			return
 		}
 	}

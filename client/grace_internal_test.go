@@ -62,15 +62,9 @@ func scriptedServer(t *testing.T, answer func(i int, verb string) (reply string,
 		defer func() { _ = nc.Close() }()
 		br := bufio.NewReader(nc)
 		for {
-			var verb string
-			for j := range 3 {
-				line, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if j == 0 {
-					verb = strings.TrimSuffix(line, "\n")
-				}
+			verb, err := readRequest(br)
+			if err != nil {
+				return
 			}
 			mu.Lock()
 			i := n
@@ -319,4 +313,19 @@ func TestReacquireReleaseBounded(t *testing.T) {
 	require.Equal(t, []string{"l", "r", "l"}, []string{<-verbs, <-verbs, <-verbs})
 	require.GreaterOrEqual(t, took, reacquireReleaseWait-50*time.Millisecond, "did not wait for the release at all")
 	require.Less(t, took, reacquireReleaseWait+3*time.Second, "the silent release held up the acquire")
+}
+
+// readRequest reads one three-line request and returns its verb.
+func readRequest(br *bufio.Reader) (string, error) {
+	var verb string
+	for j := range 3 {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		if j == 0 {
+			verb = strings.TrimSuffix(line, "\n")
+		}
+	}
+	return verb, nil
 }

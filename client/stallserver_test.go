@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,16 +71,10 @@ func (s *stallServer) serve(nc net.Conn) {
 	defer func() { _ = nc.Close() }()
 	br := bufio.NewReader(nc)
 	for {
-		var verb string
-		for j := range 3 {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				s.closed.Add(1)
-				return
-			}
-			if j == 0 {
-				verb = strings.TrimSuffix(line, "\n")
-			}
+		verb, err := readRequest(br)
+		if err != nil {
+			s.closed.Add(1)
+			return
 		}
 		i := s.n.Add(1)
 		var reply string

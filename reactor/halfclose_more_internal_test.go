@@ -27,17 +27,24 @@ func pollFor(d time.Duration, cond func() bool) bool {
 	return cond()
 }
 
-// A request waits after a half-close, the replies before it do not fit the
-// socket and the client never reads: the connection goes at the write
-// timeout, its waiter at once.
-func TestHalfCloseParkedNotReadingWriteTimeout(t *testing.T) {
-	srv := hcServer(t, Config{WriteTimeout: 300 * time.Millisecond})
+// parkThenHalfClose has a client send three large stats requests and a
+// lock that has to wait (it parks), then shut down its sending side.
+func parkThenHalfClose(t *testing.T, srv *Server) {
+	t.Helper()
 	hcHoldKeys(t, srv)
 	c := hcDial(t, srv)
 	_, err := c.Write([]byte(strings.Repeat(hcReq("stats", "_", "_"), 3) + hcReq("l", "held", "60")))
 	require.NoError(t, err)
 	require.True(t, pollFor(3*time.Second, func() bool { return srv.parked.Load() == 1 }))
 	require.NoError(t, c.CloseWrite())
+}
+
+// A request waits after a half-close, the replies before it do not fit the
+// socket and the client never reads: the connection goes at the write
+// timeout, its waiter at once.
+func TestHalfCloseParkedNotReadingWriteTimeout(t *testing.T) {
+	srv := hcServer(t, Config{WriteTimeout: 300 * time.Millisecond})
+	parkThenHalfClose(t, srv)
 	require.True(t, pollFor(time.Second, func() bool { return srv.parked.Load() == 0 }), "parked %d", srv.parked.Load())
 	start := time.Now()
 	require.True(t, pollFor(3*time.Second, func() bool { return srv.Connections() == 1 }),
@@ -99,12 +106,7 @@ func TestHalfCloseGrantRace(t *testing.T) {
 // connection is still writing the replies before its dropped request.
 func TestShutdownWhileHalfCloseFlushing(t *testing.T) {
 	srv := hcServer(t, Config{WriteTimeout: 20 * time.Second})
-	hcHoldKeys(t, srv)
-	c := hcDial(t, srv)
-	_, err := c.Write([]byte(strings.Repeat(hcReq("stats", "_", "_"), 3) + hcReq("l", "held", "60")))
-	require.NoError(t, err)
-	require.True(t, pollFor(3*time.Second, func() bool { return srv.parked.Load() == 1 }))
-	require.NoError(t, c.CloseWrite())
+	parkThenHalfClose(t, srv)
 	require.True(t, pollFor(time.Second, func() bool { return srv.parked.Load() == 0 }))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
