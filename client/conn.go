@@ -97,9 +97,24 @@ type Conn struct {
 	watchAt time.Time
 	suspect *call // found overdue once; broken if still so at the recheck
 
+	// aborting: abort has begun. No new call is taken, and the grant of an
+	// abandoned call goes to orphans rather than being released here (the
+	// sending side is shut once the queued requests are written; shut).
+	aborting bool
+	shut     bool
+	orphans  []orphan
+
 	broken     chan struct{} // closed when err is set
 	readerDone chan struct{}
 	bg         sync.WaitGroup // writer and heartbeat
+}
+
+// orphan is a grant that reached an abandoned call after abort began: the
+// connection can no longer send its release.
+type orphan struct {
+	sem   bool
+	key   string
+	token codec.Token
 }
 
 // abandonKey names a resource: a key in the lock or semaphore namespace.
@@ -215,6 +230,78 @@ func (c *Conn) Err() error {
 	return c.err
 }
 
+// errAborting is the error of a call made after abort began.
+var errAborting = fmt.Errorf("%w: the connection is being shut down", ErrClosed)
+
+// abort ends the connection without losing a grant that is on its way,
+// for a Lock or Semaphore whose acquire or two-phase place ends while a
+// request may be in flight (closing at once would drop such a grant,
+// which with the server's auto-release off stays held until its lease
+// ends). leave, if not nil, is queued first (a zero-timeout wait: it
+// collects a place that was granted meanwhile, or leaves the queue). The
+// requests queued are written, then the sending side is shut: this server
+// then drops a request still blocked at once, answers what it had decided,
+// and closes (dflockd 1.10 closes; either way a blocked request goes). The
+// replies are read until the server closes, for at most wait. Replies to
+// calls still waiting go to their callers as usual; the grants that reach
+// abandoned calls meanwhile are returned, for the caller to release from
+// another connection (tokens are bearer credentials). The connection is
+// closed when abort returns.
+func (c *Conn) abort(wait time.Duration, leave *codec.Request) []orphan {
+	c.mu.Lock()
+	if c.err != nil || c.aborting {
+		c.mu.Unlock()
+		_ = c.Close()
+		return nil
+	}
+	if leave != nil {
+		c.sendDetachedLocked(leave, string(leave.Key))
+	}
+	c.aborting = true
+	if !c.flushing { // else the writer sees aborting once it has flushed
+		c.flushing = true
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	c.mu.Unlock()
+	t := time.NewTimer(wait)
+	select {
+	case <-c.readerDone:
+	case <-t.C:
+	}
+	t.Stop()
+	_ = c.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o := c.orphans
+	c.orphans = nil
+	return o
+}
+
+// closeWrite shuts the sending side (a TLS close_notify, then the TCP
+// FIN). Writer only, after the last request is written. A connection that
+// cannot half-close is closed.
+func (c *Conn) closeWrite() {
+	type closeWriter interface{ CloseWrite() error }
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	var err error
+	if c.raw != c.nc {
+		if cw, ok := c.nc.(closeWriter); ok {
+			err = cw.CloseWrite()
+		}
+	}
+	if cw, ok := c.raw.(closeWriter); ok && err == nil {
+		err = cw.CloseWrite()
+	} else if err == nil {
+		err = errors.New("cannot shut the sending side")
+	}
+	if err != nil {
+		c.fail(fmt.Errorf("%w: %w", ErrClosed, err))
+	}
+}
+
 // RemoteAddr returns the server's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
@@ -313,6 +400,10 @@ func (c *Conn) roundTrip(ctx context.Context, req *codec.Request, key string, fl
 	if err := c.err; err != nil {
 		c.mu.Unlock()
 		return codec.Reply{}, nil, err
+	}
+	if c.aborting {
+		c.mu.Unlock()
+		return codec.Reply{}, nil, errAborting
 	}
 	if len(c.abandoned) > 0 || len(c.gates) > 0 {
 		if err := c.gateLocked(ctx, req, key); err != nil {
@@ -539,7 +630,14 @@ func (c *Conn) writeLoop() {
 		}
 		c.mu.Lock()
 		c.flushLocked()
+		shut := c.aborting && !c.shut && c.err == nil
+		if shut {
+			c.shut = true
+		}
 		c.mu.Unlock()
+		if shut {
+			c.closeWrite()
+		}
 	}
 }
 
@@ -778,13 +876,21 @@ func (c *Conn) cleanUp(cl *call) {
 		if cl.flags&keepGrant != 0 {
 			return
 		}
+		if c.aborting {
+			// The sending side is (about to be) shut: abort's caller
+			// releases it from another connection.
+			c.orphans = append(c.orphans, orphan{sem: rel == codec.CmdSemRelease, key: cl.key, token: r.Token})
+			return
+		}
 		req = codec.Request{Cmd: rel, Key: []byte(cl.key), Token: r.Token}
 	case r.Code == codec.CodeQueued:
 		req = codec.Request{Cmd: wait, Key: []byte(cl.key)}
 	default:
 		return
 	}
-	if c.err == nil {
+	if c.err == nil && !c.aborting {
+		// (aborting: a queued place is left by abort's leave request,
+		// queued after this reply's request.)
 		c.sendDetachedLocked(&req, cl.key)
 	}
 }
@@ -810,7 +916,7 @@ func (c *Conn) heartbeatLoop() {
 		next := c.heartbeat - time.Since(c.lastWrite)
 		if next <= 0 {
 			next = c.heartbeat
-			if c.pending.len() == 0 {
+			if c.pending.len() == 0 && !c.aborting {
 				c.sendDetachedLocked(&codec.Request{Cmd: codec.CmdPing}, "")
 			}
 		}

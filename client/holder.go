@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/lockreactor/dflockd/codec"
 )
 
 // holder is the one implementation under Lock and Semaphore: a lock is a
@@ -43,6 +45,15 @@ type releaseOp struct {
 	cut     bool          // Close cut it off: its failure is not reported (under h.mu)
 	err     error         // its failure (under h.mu, once done)
 	done    chan struct{} // closed when answered or failed; the error is in unreported
+
+	// An abort (see runAbort) instead ends a hold that was not held yet:
+	// hd is that hold, leave its zero-timeout wait (two-phase), late the
+	// grants its callers received after it ended (under h.mu), and stop
+	// cuts off the release of those grants.
+	hd    *hold
+	leave bool
+	late  []Grant
+	stop  context.CancelFunc
 }
 
 // spec is a request as configured by a Lock's or Semaphore's exported
@@ -119,6 +130,15 @@ type hold struct {
 	// yet. Only then does Wait send w; on a hold Acquire or an earlier
 	// Wait made, the server would answer error_not_enqueued.
 	pendingWait bool
+	// twoPhase: an e/se was sent on conn, so the server may keep a place
+	// (or a grant awaiting w) for it.
+	twoPhase bool
+	// calls counts the requests in flight on conn (Add under h.mu while
+	// the hold has not ended; see beginCall); abort is the abort that
+	// ended the hold, if one did: grants that reach the hold's callers
+	// after it ended are released by it.
+	calls sync.WaitGroup
+	abort *releaseOp
 	// expires is the local estimate of the lease's end, the deadline for a
 	// renewal's answer: measured from when the last renewal was sent (no
 	// later than the server's), or for a fresh grant from when it arrived
@@ -153,16 +173,33 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 	var oldConn *Conn
 	var oldGrant Grant
 	var op *releaseOp
+	var lost error
 	if old != nil {
 		oldHeld, oldConn, oldGrant = old.state == stateHeld, old.conn, old.grant
-		h.endLocked(old, nil)
-		if oldHeld && oldConn.Err() == nil {
+		switch {
+		case oldHeld && oldConn.Err() != nil:
+			// Lost before this call noticed (the renewer had not yet):
+			// report it as the renewer would have.
+			lost = h.lostLocked(old, oldConn.Err())
+		case oldHeld:
+			h.endLocked(old, nil)
 			op = h.releaseLocked(old, oldConn, oldGrant)
+		case oldConn != nil:
+			// Connecting or queued: a grant may be on its way.
+			h.endLocked(old, nil)
+			op = h.abortLocked(old)
+		default:
+			h.endLocked(old, nil)
 		}
 	}
 	h.cur = hd
 	h.mu.Unlock()
-	if old != nil {
+	if lost != nil {
+		h.stop(old)
+		if cb := old.sp.onRenewError; cb != nil {
+			cb(lost)
+		}
+	} else if old != nil {
 		if op != nil {
 			// Release it rather than only close its connection: with the
 			// server's auto-release off, a closed connection's lock stays
@@ -173,8 +210,12 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 			// silent old connection must not hold up the new acquire,
 			// so after reacquireReleaseWait it is closed (which frees
 			// the lock where auto-release is on).
-			h.stopRenewer(old)
-			h.runRelease(ctx, op)
+			if op.hd != nil {
+				h.runAbort(ctx, op)
+			} else {
+				h.stopRenewer(old)
+				h.runRelease(ctx, op)
+			}
 			t := time.NewTimer(reacquireReleaseWait)
 			select {
 			case <-op.done:
@@ -209,6 +250,10 @@ func (h *holder) acquire(ctx context.Context, sp spec, timeout time.Duration) (b
 	if err != nil {
 		return false, err
 	}
+	if !h.beginCall(hd, false) {
+		return false, ErrClosed
+	}
+	defer hd.calls.Done()
 	g, err := hd.conn.acquire(ctx, sp.key, sp.limit, timeout, sp.leaseTTL)
 	if err != nil {
 		return false, h.fail(ctx, hd, err)
@@ -222,6 +267,10 @@ func (h *holder) enqueue(ctx context.Context, sp spec) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if !h.beginCall(hd, true) {
+		return "", ErrClosed
+	}
+	defer hd.calls.Done()
 	g, err := hd.conn.enqueue(ctx, sp.key, sp.limit, sp.leaseTTL)
 	if err != nil {
 		if err = h.fail(ctx, hd, err); err == nil {
@@ -264,7 +313,9 @@ func (h *holder) wait(ctx context.Context, timeout time.Duration) (bool, error) 
 	if held {
 		flags = keepGrant
 	}
+	hd.calls.Add(1)
 	h.mu.Unlock()
+	defer hd.calls.Done()
 	g, err := conn.wait(ctx, sp.key, sp.limit, timeout, flags)
 	if err != nil {
 		if held && isCtxErr(err) && conn.Err() == nil {
@@ -316,7 +367,13 @@ func (h *holder) granted(hd *hold, g Grant) (bool, error) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if hd.state == stateEnded { // closed meanwhile; the server releases with the connection
+	if hd.state == stateEnded {
+		if hd.abort != nil && g.Held() {
+			// Released or abandoned while this grant was on its way:
+			// the abort releases it. (After Close, the server releases
+			// it with the connection, or at its lease's end.)
+			hd.abort.late = append(hd.abort.late, g)
+		}
 		return false, ErrClosed
 	}
 	hd.grant = g
@@ -337,9 +394,23 @@ func (h *holder) granted(hd *hold, g Grant) (bool, error) {
 // error.
 func (h *holder) fail(ctx context.Context, hd *hold, err error) error {
 	h.mu.Lock()
-	h.endLocked(hd, nil)
+	var op *releaseOp
+	aborting := hd.abort != nil // a Release or Acquire is aborting it: the abort owns the connection
+	if !aborting && isCtxErr(err) && hd.state != stateEnded && hd.state != stateHeld && hd.conn.Err() == nil {
+		// The request was abandoned, not answered: a grant may be on
+		// its way, which the abort releases (see runAbort).
+		h.endLocked(hd, nil)
+		op = h.abortLocked(hd)
+	} else {
+		h.endLocked(hd, nil)
+	}
 	h.mu.Unlock()
-	h.stop(hd)
+	switch {
+	case op != nil:
+		h.runAbort(ctx, op)
+	case !aborting:
+		h.stop(hd)
+	}
 	switch {
 	case errors.Is(err, ErrTimeout):
 		return nil
@@ -385,18 +456,35 @@ func (h *holder) release(ctx context.Context) error {
 	h.mu.Lock()
 	hd := h.cur
 	var op *releaseOp
+	var lost error
 	if hd != nil {
-		if hd.state == stateHeld {
+		switch {
+		case hd.state == stateHeld && hd.conn.Err() != nil:
+			// Lost before this call noticed (the renewer had not yet).
+			lost = h.lostLocked(hd, hd.conn.Err())
+		case hd.state == stateHeld:
 			op = h.releaseLocked(hd, hd.conn, hd.grant)
+			h.endLocked(hd, nil)
+		case hd.conn != nil:
+			// Connecting or queued: a grant may be on its way.
+			h.endLocked(hd, nil)
+			op = h.abortLocked(hd)
+		default:
+			h.endLocked(hd, nil) // dialling: start closes what it dials
 		}
-		h.endLocked(hd, nil)
 	}
 	h.mu.Unlock()
-	if op != nil {
+	switch {
+	case lost != nil:
+		h.stop(hd)
+		if cb := hd.sp.onRenewError; cb != nil {
+			cb(lost)
+		}
+	case op != nil && op.hd != nil:
+		h.runAbort(ctx, op)
+	case op != nil:
 		h.stopRenewer(hd)
 		h.runRelease(ctx, op)
-	} else if hd != nil {
-		h.stop(hd) // connecting or queued: closing drops the place
 	}
 	h.mu.Lock()
 	ops := slices.Clone(h.releasing) // runRelease removes in place
@@ -459,16 +547,18 @@ func (h *holder) runRelease(ctx context.Context, op *releaseOp) {
 			err = fmt.Errorf("dflockd: %s %q: release not answered within %v: %w", op.sp.kind, op.sp.key, releaseWait, err)
 		}
 		h.mu.Lock()
+		if err != nil && !op.cut && !errors.Is(err, ErrLost) && (errors.Is(err, ErrClosed) || errors.Is(err, ErrServer)) {
+			// The connection broke first (the server released with it,
+			// or will at the lease's end), or the server no longer knew
+			// the token: the hold cannot be shown to have lasted until
+			// the release. (Cut off by Close, it is not a loss.)
+			err = fmt.Errorf("%w: %s %q: release failed: %w", ErrLost, op.sp.kind, op.sp.key, err)
+		}
 		op.err = err
 		if !op.cut {
 			h.unreported = joinErr(h.unreported, err)
 		}
-		for i, o := range h.releasing {
-			if o == op {
-				h.releasing = append(h.releasing[:i], h.releasing[i+1:]...)
-				break
-			}
-		}
+		h.removeOpLocked(op)
 		close(op.done)
 		h.mu.Unlock()
 	}()
@@ -486,6 +576,9 @@ func (h *holder) close() error {
 	ops := slices.Clone(h.releasing)
 	for _, op := range ops {
 		op.cut = true
+		if op.stop != nil {
+			op.stop()
+		}
 	}
 	h.mu.Unlock()
 	if hd != nil {
@@ -500,6 +593,128 @@ func (h *holder) close() error {
 		<-op.done
 	}
 	return nil
+}
+
+// lostLocked ends hd as lost and keeps the loss for the next Release;
+// the caller stops hd and calls OnRenewError with the error returned.
+func (h *holder) lostLocked(hd *hold, cause error) error {
+	err := fmt.Errorf("%w: %s %q: %w", ErrLost, hd.sp.kind, hd.sp.key, cause)
+	h.endLocked(hd, err)
+	h.unreported = joinErr(h.unreported, err)
+	return err
+}
+
+// beginCall counts a request about to be sent for hd (see hold.calls),
+// unless hd has ended; twoPhase marks an e/se.
+func (h *holder) beginCall(hd *hold, twoPhase bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hd.state == stateEnded {
+		return false
+	}
+	hd.twoPhase = hd.twoPhase || twoPhase
+	hd.calls.Add(1)
+	return true
+}
+
+// abortLocked registers the abort of hd, which ended (under h.mu) while
+// connecting or queued: a request of it may be in flight, and the grant
+// it brings must be released, not dropped with the connection (with the
+// server's auto-release off it would stay held until its lease ends).
+// runAbort starts it.
+func (h *holder) abortLocked(hd *hold) *releaseOp {
+	op := &releaseOp{conn: hd.conn, sp: hd.sp, hd: hd, leave: hd.twoPhase, done: make(chan struct{})}
+	hd.abort = op
+	h.releasing = append(h.releasing, op)
+	return op
+}
+
+// runAbort ends op's hold in the background: the connection shuts its
+// sending side after what is queued (Conn.abort; for a two-phase hold a
+// zero-timeout wait goes first, collecting a place granted meanwhile),
+// the hold's requests in flight get their replies, and every grant that
+// turns up (to an abandoned call, or to a caller after the hold ended) is
+// released from a fresh connection. Like runRelease it is bounded by
+// releaseWait (for each of the two steps), a failure goes to
+// h.unreported, and Close cuts it off.
+func (h *holder) runAbort(ctx context.Context, op *releaseOp) {
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	h.mu.Lock()
+	op.stop = cancel
+	cut := op.cut
+	h.mu.Unlock()
+	if cut {
+		cancel()
+	}
+	go func() {
+		defer cancel()
+		var leave *codec.Request
+		if op.leave {
+			leave = &codec.Request{Cmd: codec.CmdWait, Key: []byte(op.sp.key)}
+			if op.sp.limit > 0 {
+				leave.Cmd = codec.CmdSemWait
+			}
+		}
+		orphans := op.conn.abort(releaseWait, leave)
+		op.hd.calls.Wait() // the connection is closed: every call returns
+		h.mu.Lock()
+		grants := op.late
+		h.mu.Unlock()
+		for _, o := range orphans {
+			if o.key == op.sp.key && o.sem == (op.sp.limit > 0) {
+				var text [codec.TokenLen]byte
+				grants = append(grants, Grant{Key: o.key, Limit: op.sp.limit, Token: string(o.token.AppendText(text[:0])), tok: o.token})
+			}
+		}
+		var err error
+		if len(grants) > 0 && rctx.Err() == nil {
+			err = h.releaseLate(rctx, op.sp, grants)
+		}
+		h.mu.Lock()
+		op.err = err
+		if !op.cut {
+			h.unreported = joinErr(h.unreported, err)
+		}
+		h.removeOpLocked(op)
+		close(op.done)
+		h.mu.Unlock()
+	}()
+}
+
+// releaseLate releases grants that reached an ended hold, from a fresh
+// connection, within releaseWait.
+func (h *holder) releaseLate(ctx context.Context, sp spec, grants []Grant) error {
+	ctx, cancel := context.WithTimeout(ctx, releaseWait)
+	defer cancel()
+	conn, err := sp.dial(ctx)
+	if err != nil {
+		return fmt.Errorf("dflockd: %s %q: a grant that came after the acquire ended was not released: %w", sp.kind, sp.key, err)
+	}
+	defer func() { _ = conn.Close() }()
+	var errs error
+	seen := make(map[string]bool, len(grants))
+	for _, g := range grants {
+		if seen[g.Token] {
+			continue // the same grant twice: e answered acquired, then the leave's w
+		}
+		seen[g.Token] = true
+		if err := conn.release(ctx, g); err != nil && !errors.Is(err, ErrServer) {
+			// (ErrServer: the server no longer holds it for this token,
+			// so there is nothing left to release.)
+			errs = joinErr(errs, fmt.Errorf("dflockd: %s %q: a grant that came after the acquire ended was not released: %w", sp.kind, sp.key, err))
+		}
+	}
+	return errs
+}
+
+// removeOpLocked drops op from h.releasing.
+func (h *holder) removeOpLocked(op *releaseOp) {
+	for i, o := range h.releasing {
+		if o == op {
+			h.releasing = append(h.releasing[:i], h.releasing[i+1:]...)
+			return
+		}
+	}
 }
 
 // endLocked marks hd ended, with err set if it was lost.
@@ -583,14 +798,12 @@ func (h *holder) renewLoop(ctx context.Context, hd *hold) {
 // lose ends hd as lost, unless it already ended, and reports the cause to
 // OnRenewError. Called from the renewer only.
 func (h *holder) lose(hd *hold, cause error) {
-	err := fmt.Errorf("%w: %s %q: %w", ErrLost, hd.sp.kind, hd.sp.key, cause)
 	h.mu.Lock()
 	if hd.state == stateEnded {
 		h.mu.Unlock()
 		return
 	}
-	h.endLocked(hd, err)
-	h.unreported = joinErr(h.unreported, err)
+	err := h.lostLocked(hd, cause)
 	h.mu.Unlock()
 	_ = hd.conn.Close()
 	if cb := hd.sp.onRenewError; cb != nil {

@@ -37,10 +37,12 @@ type Lock struct {
 	TLSConfig *tls.Config
 	// AuthToken, when set, authenticates each connection with this secret.
 	AuthToken string
-	// OnRenewError, when set, is called once, from the renewal goroutine,
-	// when a held lock is lost: a renewal failed, the connection broke, or
-	// the lease ran out before a renewal was answered. The error matches
-	// ErrLost and the cause. The lock is no longer held when it runs.
+	// OnRenewError, when set, is called once when a held lock is lost: a
+	// renewal failed, the connection broke, or the lease ran out before a
+	// renewal was answered. It is called from the renewal goroutine, or
+	// from the Release or Acquire that found the connection broken first.
+	// The error matches ErrLost and the cause. The lock is no longer held
+	// when it runs.
 	OnRenewError func(err error)
 	// Heartbeat is the idle interval after which the connection sends a
 	// ping, so that an idle connection (a long lease, a two-phase wait
@@ -120,6 +122,14 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 // completes in the background (for up to 5 s); a later Release waits for
 // it, within its own ctx, and reports its outcome (unless Close cut it off
 // meanwhile).
+//
+// Release during an Acquire, Enqueue or Wait in flight ends it without
+// losing a grant already on its way: the connection shuts its sending
+// side (the server then drops the blocked request and answers what it had
+// decided), and a grant that still arrives is released from a fresh
+// connection. Release waits for that like for a release. The same
+// happens when a new Acquire or Enqueue ends one in flight, or when the
+// call's own ctx ends (the grant is then released in the background).
 func (l *Lock) Release(ctx context.Context) error { return l.h.release(ctx) }
 
 // Close stops renewal and closes the connection without releasing: the
