@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,9 +31,14 @@ type tlsConn struct {
 	// it while the session decodes.
 	room    sync.Cond
 	stopped bool // the processor returned
-	kick    chan struct{}
-	resume  chan struct{}
-	done    chan struct{} // closed when the processor returns
+	// writingSince is when the processor's current write of a chunk of
+	// replies began (unix ns; 0 while it is not writing): a write that
+	// has made no progress for stallCheck counts as replies unsent, which
+	// makes the inbound cap apply (see read).
+	writingSince atomic.Int64
+	kick         chan struct{}
+	resume       chan struct{}
+	done         chan struct{} // closed when the processor returns
 }
 
 func (t *tlsConn) wake() {
@@ -125,6 +131,22 @@ func (t *tlsConn) read(inboundCap int) {
 			if len(t.in) <= inboundCap+3*(codec.MaxLineLen+1) {
 				break
 			}
+			if since := t.writingSince.Load(); since != 0 {
+				// The processor is writing replies: as on the event
+				// loops, a client whose replies do not drain while
+				// it sends more than the cap is closed, long before
+				// the write timeout.
+				stalled := time.Duration(time.Now().UnixNano() - since)
+				if stalled >= stallCheck {
+					over = true
+					_ = t.nc.NetConn().Close() // ends the blocked write
+					break
+				}
+				t.mu.Unlock()
+				time.Sleep(stallCheck - stalled)
+				t.mu.Lock()
+				continue
+			}
 			t.wake()
 			t.room.Wait()
 		}
@@ -191,9 +213,12 @@ func (t *tlsConn) process(s *Server) {
 				return
 			default:
 			}
-			_ = t.nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			_, err := t.nc.Write(t.out)
-			t.out = t.out[:0]
+			err := t.writeOut(s)
+			if cap(t.out) > 4<<10 {
+				t.out = nil // do not pin a large buffer on an idle connection
+			} else {
+				t.out = t.out[:0]
+			}
 			if err != nil {
 				// The TLS close would try a close_notify (up to 5 s on
 				// a client that does not read): close the socket.
@@ -234,6 +259,36 @@ func (t *tlsConn) process(s *Server) {
 			t.wake()
 		}
 	}
+}
+
+// tlsWriteChunk is the piece of the replies written with one write
+// deadline: the write timeout bounds a stall (a client that stopped
+// reading), as on the event loops, not how long a large batch of replies
+// takes a slow but steady reader.
+const tlsWriteChunk = 16 << 10
+
+// writeOut writes t.out in chunks, each within the write timeout. A
+// chunk written counts as progress for the read timeout, as replies
+// drained do on the event loops.
+func (t *tlsConn) writeOut(s *Server) error {
+	for b := t.out; len(b) > 0; {
+		n := min(len(b), tlsWriteChunk)
+		start := time.Now()
+		t.writingSince.Store(start.UnixNano())
+		_ = t.nc.SetWriteDeadline(start.Add(s.cfg.WriteTimeout))
+		_, err := t.nc.Write(b[:n])
+		t.writingSince.Store(0)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+		if len(b) > 0 || time.Since(start) > time.Millisecond {
+			t.mu.Lock()
+			t.lastProgress = s.table.Now()
+			t.mu.Unlock()
+		}
+	}
+	return nil
 }
 
 // setReadDeadline applies the session's read timeout to the socket (none
