@@ -297,6 +297,11 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 		if n := g.handle(buf, now, hw); n > 0 {
 			_, _ = c.Discard(n)
 		}
+		if g.parked && c.InboundBuffered() > h.srv.cfg.InboundCap {
+			// What came with a request that blocks is bounded now,
+			// not from the next read on: none may come.
+			return gnet.Close
+		}
 	}
 	// handle stops after hw bytes of replies. No new input may come to
 	// call us again, so once they are written decode the rest: now if the

@@ -239,6 +239,33 @@ func TestFloodWhileParked(t *testing.T) {
 	}
 }
 
+// TestFloodBehindBlockingRequest: more than the inbound cap sent in the
+// same write as a request that blocks is bounded at once, when the request
+// parks, not from the next read on (none comes: the client sent it all),
+// which let up to a read's worth past the cap wait for the request.
+func TestFloodBehindBlockingRequest(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		const inboundCap = 16 << 10
+		srv := tr.start(t, func(c *reactortest.Config) { c.Server.InboundCap = inboundCap })
+		obs := srv.Connect(t)
+		a := srv.Connect(t)
+		lock(t, a, "fb")
+		b := dialRaw(t, tr, srv)
+		burst := []byte(req("l", "fb", "60"))
+		for len(burst) < inboundCap+inboundCap/2 {
+			burst = append(burst, req("ping", "_", "_")...)
+		}
+		_, err := b.Write(burst)
+		require.NoError(t, err)
+		require.NoError(t, b.SetReadDeadline(time.Now().Add(10*time.Second)))
+		n, rerr := io.Copy(io.Discard, b)
+		require.False(t, isTimeout(rerr), "%d bytes behind a blocked request (cap %d) were kept", len(burst), inboundCap)
+		require.Zero(t, n, "no reply for a parked request")
+		waitLockWaiters(t, obs, "fb", 0)
+		require.Equal(t, rOK, a.Do("ping", "_", "_"))
+	})
+}
+
 // TestPipelineBurstWhileReading: a client that pipelines a large burst of
 // requests while reading every reply is never "not being decoded"
 // (Config.InboundCap), so it gets every reply. Over TLS the reader
