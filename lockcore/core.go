@@ -789,6 +789,31 @@ func (c *core) wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Con
 	return Result{Parked: true}
 }
 
+// cancelParked removes o's parked waiter (an l, sl, w or sw blocked with a
+// continuation) from its queue without an answer, if it is still waiting,
+// and reports whether it found one. Removing a waiter never frees a slot,
+// so nothing is granted here.
+func (c *core) cancelParked(o *Owner, now int64) bool {
+	head, ok := c.owners[o]
+	if !ok {
+		return false
+	}
+	for n := head; n != nil; n = n.onext {
+		if n.state != stWaiting || n.cont == nil {
+			continue
+		}
+		k := n.key
+		k.waiters.remove(n)
+		c.ctr.Waiting[k.ns]--
+		c.wheel.Remove(&n.timer)
+		c.ownerUnlink(n)
+		c.freeNode(n)
+		c.settle(k, now)
+		return true
+	}
+	return false
+}
+
 // closeOwner drops o's waiters and two-phase state (including grants it
 // was never told of) in this shard and releases (or, with auto-release
 // off, orphans until lease end) its holdings.

@@ -292,6 +292,33 @@ func (t *Table) CloseOwner(o *Owner, now int64) {
 	}
 }
 
+// CancelParked takes o's parked request (one blocked with a continuation)
+// out of its queue without an answer, if it is still waiting, and reports
+// whether it did. False means there was none, or it was decided already
+// (granted or timed out): its result is then on its way to the
+// continuation, if it has not arrived yet. A server that drops a parked
+// request on a half-close calls it first, so that a grant decided at the
+// same moment is written, not lost with the connection (with auto-release
+// off, CloseOwner would keep such a grant held by nobody until its lease
+// ends).
+func (t *Table) CancelParked(o *Owner, now int64) bool {
+	touched := o.touched.Load()
+	for touched != 0 {
+		b := bits.TrailingZeros64(touched)
+		touched &^= 1 << b
+		for i := b; i < len(t.shards); i += 64 {
+			s := &t.shards[i]
+			s.mu.Lock()
+			found := s.c.cancelParked(o, now)
+			s.unlockAndDeliver()
+			if found {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // advanceBudget bounds the timers fired per shard lock hold.
 const advanceBudget = 256
 

@@ -116,8 +116,11 @@ func (g *gconn) claimWait() {
 
 // armDirect lets a completer write the parked result itself when nothing
 // is buffered either way. On the loop, at the end of a callback or timer.
+//
+// Not after a half-close: the loop must see the result to close once it
+// is written (dropAtHalfClose).
 func (g *gconn) armDirect() {
-	if g.parked && !g.closing && !g.resolved.Load() && len(g.out) == 0 && !g.closed.Load() &&
+	if g.parked && !g.closing && !g.peerEOF && !g.resolved.Load() && len(g.out) == 0 && !g.closed.Load() &&
 		g.c.OutboundBuffered() == 0 && g.c.InboundBuffered() == 0 {
 		g.direct.Store(directArmed)
 	}
@@ -299,7 +302,13 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 		}
 		if g.parked && c.InboundBuffered() > h.srv.cfg.InboundCap {
 			// What came with a request that blocks is bounded now,
-			// not from the next read on: none may come.
+			// not from the next read on: none may come. The replies
+			// before that request go first (a grant among them must
+			// reach its client).
+			discardAll(c)
+			if act := g.flush(now); act == gnet.Close {
+				return act
+			}
 			return gnet.Close
 		}
 	}
@@ -333,7 +342,17 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 // its holds are released), and the connection closes once the replies
 // before the request are written (flush, timerCheck; bounded by the write
 // timeout). gnet's close would drop what the socket did not take yet.
+//
+// A parked request already decided (granted or timed out, its result on
+// the way to Complete) is not dropped: it stays parked, its result is
+// written when it arrives, and the close follows (serve). CloseOwner
+// would otherwise take a grant the client is never told of for one it
+// was, and with auto-release off keep it held by nobody until its lease
+// ends.
 func (g *gconn) dropAtHalfClose(now int64) {
+	if g.parked && !g.srv.table.CancelParked(&g.owner, now) {
+		return
+	}
 	g.srv.table.CloseOwner(&g.owner, now)
 	if g.parked {
 		g.parked = false

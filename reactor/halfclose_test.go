@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,50 @@ func TestHalfCloseNotReading(t *testing.T) {
 		require.NoError(t, err)
 		halfClose(t, c)
 		waitConnections(t, srv.Server, 1)
+	})
+}
+
+// TestHalfCloseRacingGrantIsAnswered: a parked request granted at the
+// moment its connection half-closes is answered (the client can then
+// release it), not dropped by the half-close: with auto-release off the
+// grant used to stay held by nobody until its lease ended (a few rounds
+// in a hundred). The release and the half-close race with small offsets.
+func TestHalfCloseRacingGrantIsAnswered(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		srv := tr.start(t, func(c *reactortest.Config) { c.NoAutoRelease = true })
+		h := srv.Connect(t)
+		deadline := time.Now().Add(6 * time.Second)
+		granted, rounds := 0, 0
+		for i := 0; i < 200 && time.Now().Before(deadline); i++ {
+			rounds++
+			key := "hc-race-" + strconv.Itoa(i)
+			tok := lock(t, h, key)
+			c := dialRaw(t, tr, srv)
+			_, err := c.Write([]byte(req("l", key, "10")))
+			require.NoError(t, err)
+			waitLockWaiters(t, h, key, 1)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				time.Sleep(time.Duration(i%5) * 20 * time.Microsecond)
+				halfClose(t, c)
+			}()
+			require.Equal(t, rOK, h.Do("r", key, tok))
+			<-done
+			replies, closed := readAll(t, c, 5*time.Second)
+			require.True(t, closed, "round %d: the server closes after the half-close", i)
+			_ = c.Close()
+			if len(replies) == 1 { // granted and told: the client releases it
+				f := strings.Fields(replies[0])
+				require.Len(t, f, 3, "round %d: %q", i, replies[0])
+				require.Equal(t, rOK, h.Do("r", key, f[1]))
+				granted++
+			} else {
+				require.Empty(t, replies, "round %d", i)
+			}
+			// Told (and released) or dropped: nobody holds it now.
+			require.Equal(t, rOK, h.Do("r", key, lock(t, h, key)), "round %d", i)
+		}
+		t.Logf("%d rounds, %d granted before the half-close took effect", rounds, granted)
 	})
 }

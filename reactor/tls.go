@@ -31,14 +31,14 @@ type tlsConn struct {
 	// it while the session decodes.
 	room    sync.Cond
 	stopped bool // the processor returned
-	// writingSince is when the processor's current write of a chunk of
-	// replies began (unix ns; 0 while it is not writing): a write that
-	// has made no progress for stallCheck counts as replies unsent, which
-	// makes the inbound cap apply (see read).
-	writingSince atomic.Int64
-	kick         chan struct{}
-	resume       chan struct{}
-	done         chan struct{} // closed when the processor returns
+	// pc is the TCP connection under nc (see progressConn); unsent is
+	// how many bytes of replies the processor's current write has not
+	// handed to it yet (0 while it is not writing), in 16 KiB steps.
+	pc     *progressConn
+	unsent atomic.Int64
+	kick   chan struct{}
+	resume chan struct{}
+	done   chan struct{} // closed when the processor returns
 }
 
 func (t *tlsConn) wake() {
@@ -49,8 +49,10 @@ func (t *tlsConn) wake() {
 }
 
 func (s *Server) startTLS(raw net.Conn) {
+	pc := &progressConn{Conn: raw, timeout: s.cfg.WriteTimeout}
 	t := &tlsConn{
-		nc:     tls.Server(raw, s.cfg.TLS),
+		nc:     tls.Server(pc, s.cfg.TLS),
+		pc:     pc,
 		kick:   make(chan struct{}, 1),
 		resume: make(chan struct{}, 1),
 		done:   make(chan struct{}),
@@ -93,7 +95,7 @@ func (t *tlsConn) serve(s *Server) {
 	s.logConn("tls connection opened", t.owner.ID(), t.nc.RemoteAddr())
 	defer s.logConn("tls connection closed", t.owner.ID(), t.nc.RemoteAddr())
 	t.setReadDeadline(now)
-	go t.read(s.cfg.InboundCap)
+	go t.read(s.cfg.InboundCap, s.cfg.OutboundHighWater)
 	t.process(s)
 	t.mu.Lock()
 	t.stopped = true
@@ -108,9 +110,12 @@ func (t *tlsConn) serve(s *Server) {
 // decodes, a reader that is more than the cap ahead waits for the
 // processor (TCP pushes back on the client); while it does not (a request
 // is parked), the reader keeps reading, so that a disconnect is seen at
-// once, and more than the cap unread closes the connection. A closing
-// session's input is dropped.
-func (t *tlsConn) read(inboundCap int) {
+// once, and more than the cap unread closes the connection. The same
+// holds while the processor's write of at least highWater bytes of
+// replies has made no progress for stallCheck (the event loops stop
+// decoding when that much is unsent). A closing session's input is
+// dropped.
+func (t *tlsConn) read(inboundCap, highWater int) {
 	buf := make([]byte, 4096)
 	for {
 		n, err := t.nc.Read(buf)
@@ -131,12 +136,11 @@ func (t *tlsConn) read(inboundCap int) {
 			if len(t.in) <= inboundCap+3*(codec.MaxLineLen+1) {
 				break
 			}
-			if since := t.writingSince.Load(); since != 0 {
-				// The processor is writing replies: as on the event
-				// loops, a client whose replies do not drain while
-				// it sends more than the cap is closed, long before
-				// the write timeout.
-				stalled := time.Duration(time.Now().UnixNano() - since)
+			if t.unsent.Load() >= int64(highWater) && t.pc.writing.Load() {
+				// As on the event loops, a client that does not read
+				// its replies while it sends more than the cap is
+				// closed, long before the write timeout.
+				stalled := time.Duration(time.Now().UnixNano() - t.pc.progress.Load())
 				if stalled >= stallCheck {
 					over = true
 					_ = t.nc.NetConn().Close() // ends the blocked write
@@ -245,10 +249,19 @@ func (t *tlsConn) process(s *Server) {
 		if eof && !more {
 			// Half-closed (or gone): every complete request it sent is
 			// answered (more: some wait behind the reply cap), unless one
-			// blocks, which counts the half-close as a disconnect.
-			return
+			// blocks, which counts the half-close as a disconnect: the
+			// close drops it. One decided already (its result on the way)
+			// is answered first: the next kick is its result.
+			t.mu.Lock()
+			decided := t.parked && !t.srv.table.CancelParked(&t.owner, now)
+			t.mu.Unlock()
+			if !decided {
+				return
+			}
+			continue
 		}
-		t.setReadDeadline(now)
+		// A fresh clock reading: a long write moved lastProgress on.
+		t.setReadDeadline(s.table.Now())
 		if resume {
 			t.resume <- struct{}{}
 		}
@@ -261,23 +274,20 @@ func (t *tlsConn) process(s *Server) {
 	}
 }
 
-// tlsWriteChunk is the piece of the replies written with one write
-// deadline: the write timeout bounds a stall (a client that stopped
-// reading), as on the event loops, not how long a large batch of replies
-// takes a slow but steady reader.
+// tlsWriteChunk is the piece of the replies the processor hands to
+// crypto/tls at a time (one record): what is left counts as unsent.
 const tlsWriteChunk = 16 << 10
 
-// writeOut writes t.out in chunks, each within the write timeout. A
-// chunk written counts as progress for the read timeout, as replies
-// drained do on the event loops.
+// writeOut writes t.out in chunks (progressConn bounds each piece of
+// them by the write timeout). A chunk written counts as progress for the
+// read timeout, as replies drained do on the event loops.
 func (t *tlsConn) writeOut(s *Server) error {
+	defer t.unsent.Store(0)
 	for b := t.out; len(b) > 0; {
+		t.unsent.Store(int64(len(b)))
 		n := min(len(b), tlsWriteChunk)
 		start := time.Now()
-		t.writingSince.Store(start.UnixNano())
-		_ = t.nc.SetWriteDeadline(start.Add(s.cfg.WriteTimeout))
 		_, err := t.nc.Write(b[:n])
-		t.writingSince.Store(0)
 		if err != nil {
 			return err
 		}
@@ -289,6 +299,42 @@ func (t *tlsConn) writeOut(s *Server) error {
 		}
 	}
 	return nil
+}
+
+// progressPiece is the most progressConn writes with one deadline.
+const progressPiece = 4 << 10
+
+// progressConn is the TCP connection under a TLS session. It writes in
+// pieces of at most progressPiece bytes, each within the write timeout,
+// so that the timeout bounds a stall (a client that stopped reading), as
+// on the event loops, not how long a large reply takes a slow but steady
+// reader; and it records when the current piece began, for the inbound
+// cap's stall check (tlsConn.read). crypto/tls serializes its writes.
+type progressConn struct {
+	net.Conn
+	timeout  time.Duration
+	progress atomic.Int64 // unix ns: when the piece being written began
+	writing  atomic.Bool
+}
+
+func (p *progressConn) Write(b []byte) (int, error) {
+	p.writing.Store(true)
+	defer p.writing.Store(false)
+	n := 0
+	for n < len(b) {
+		m := min(len(b)-n, progressPiece)
+		start := time.Now()
+		p.progress.Store(start.UnixNano())
+		if err := p.Conn.SetWriteDeadline(start.Add(p.timeout)); err != nil {
+			return n, err
+		}
+		k, err := p.Conn.Write(b[n : n+m])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // setReadDeadline applies the session's read timeout to the socket (none
