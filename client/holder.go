@@ -42,9 +42,13 @@ type releaseOp struct {
 	g       Grant
 	expires time.Time
 	sp      spec
-	cut     bool          // Close cut it off: its failure is not reported (under h.mu)
-	err     error         // its failure (under h.mu, once done)
-	done    chan struct{} // closed when answered or failed; the error is in unreported
+	cut     bool // Close cut it off: its failure is not reported (under h.mu)
+	// unanswered: a new acquire closed the connection after waiting
+	// reacquireReleaseWait for the answer (under h.mu): a failure then is
+	// no sign of a loss.
+	unanswered bool
+	err        error         // its failure (under h.mu, once done)
+	done       chan struct{} // closed when answered or failed; the error is in unreported
 
 	// An abort (see runAbort) instead ends a hold that was not held yet:
 	// hd is that hold, leave its zero-timeout wait (two-phase), late the
@@ -156,6 +160,12 @@ type hold struct {
 // connection and goes on.
 const reacquireReleaseWait = time.Second
 
+// abortWait bounds how long Release waits for an abort (see runAbort)
+// before it leaves it to finish in the background: this server ends it
+// within a round trip, but one that keeps a blocked request after a
+// half-close answers only when the request is decided.
+const abortWait = 500 * time.Millisecond
+
 // releaseWait bounds a release sent after the caller's context ended (see
 // runRelease): long enough for a slow network, and the connection's own
 // watchdog would break a silent connection soon after anyway.
@@ -221,6 +231,9 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 			case <-op.done:
 			case <-ctx.Done(): // the release goes on; the dial below fails
 			case <-t.C:
+				h.mu.Lock()
+				op.unanswered = true // closed by us: not a loss
+				h.mu.Unlock()
 				_ = oldConn.Close()
 			}
 			t.Stop()
@@ -489,14 +502,29 @@ func (h *holder) release(ctx context.Context) error {
 	h.mu.Lock()
 	ops := slices.Clone(h.releasing) // runRelease removes in place
 	h.mu.Unlock()
+	var abortBound <-chan time.Time
 	for _, op := range ops {
 		select {
 		case <-op.done: // answered already: report it even if ctx has ended
 			continue
 		default:
 		}
+		if op.hd != nil && abortBound == nil {
+			t := time.NewTimer(abortWait)
+			defer t.Stop()
+			abortBound = t.C
+		}
+		var bound <-chan time.Time
+		if op.hd != nil {
+			bound = abortBound
+		}
 		select {
 		case <-op.done:
+		case <-bound:
+			// A server that keeps serving a blocked request after a
+			// half-close (dflockd 1.10) ends the abort only when it
+			// answers: it goes on in the background, and what it finds
+			// is released then and reported by the next Release.
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -547,7 +575,9 @@ func (h *holder) runRelease(ctx context.Context, op *releaseOp) {
 			err = fmt.Errorf("dflockd: %s %q: release not answered within %v: %w", op.sp.kind, op.sp.key, releaseWait, err)
 		}
 		h.mu.Lock()
-		if err != nil && !op.cut && !errors.Is(err, ErrLost) && (errors.Is(err, ErrClosed) || errors.Is(err, ErrServer)) {
+		if err != nil && op.unanswered && !errors.Is(err, ErrLost) {
+			err = fmt.Errorf("dflockd: %s %q: release not answered within %v of a new acquire: %w", op.sp.kind, op.sp.key, reacquireReleaseWait, err)
+		} else if err != nil && !op.cut && !errors.Is(err, ErrLost) && (errors.Is(err, ErrClosed) || errors.Is(err, ErrServer)) {
 			// The connection broke first (the server released with it,
 			// or will at the lease's end), or the server no longer knew
 			// the token: the hold cannot be shown to have lasted until
