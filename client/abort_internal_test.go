@@ -96,18 +96,27 @@ func halfCloseIgnoringServer(t *testing.T) (addr string, parked func() int) {
 	return addr, func() int { mu.Lock(); defer mu.Unlock(); return n }
 }
 
-// TestAbortReleaseQueuedLockLatency: Release of a Lock whose Acquire is
-// queued used to close the connection and return at once. Now it waits for
-// the server to close after the half-close; a server (or proxy) that does
-// not makes a plain `defer l.Release(context.Background())` block for
-// releaseWait (5 s) per queued hold.
-func TestAbortReleaseQueuedLockLatency(t *testing.T) {
+// parkedOnIgnoringServer starts a Lock's Acquire of key on a server that
+// ignores half-closes and returns once the server has it parked.
+func parkedOnIgnoringServer(t *testing.T, key string) (*Lock, <-chan error) {
+	t.Helper()
 	addr, parked := halfCloseIgnoringServer(t)
-	l := &Lock{Key: "rv2-lat", LeaseTTL: 30, AcquireTimeout: 10 * time.Second, Servers: []string{addr}, Heartbeat: -1}
-	defer func() { _ = l.Close() }()
+	l := &Lock{Key: key, LeaseTTL: 30, AcquireTimeout: 10 * time.Second, Servers: []string{addr}, Heartbeat: -1}
 	acq := make(chan error, 1)
 	go func() { _, err := l.Acquire(context.Background()); acq <- err }()
 	require.Eventually(t, func() bool { return parked() == 1 }, 3*time.Second, time.Millisecond)
+	return l, acq
+}
+
+// TestAbortReleaseQueuedLockLatency: Release of a Lock whose Acquire is
+// queued used to close the connection and return at once. It now aborts
+// (half-close, read the last replies), and waits for that at most
+// abortWait: a server (or proxy) that keeps the blocked request after the
+// half-close made a plain `defer l.Release(context.Background())` block
+// for releaseWait (5 s) per queued hold.
+func TestAbortReleaseQueuedLockLatency(t *testing.T) {
+	l, acq := parkedOnIgnoringServer(t, "rv2-lat")
+	defer func() { _ = l.Close() }()
 	start := time.Now()
 	err := l.Release(context.Background())
 	took := time.Since(start)
@@ -120,11 +129,7 @@ func TestAbortReleaseQueuedLockLatency(t *testing.T) {
 // wait releaseWait): Close returns promptly, Release returns, and nothing
 // of the Lock is left running.
 func TestAbortCloseCutsAbortPromptly(t *testing.T) {
-	addr, parked := halfCloseIgnoringServer(t)
-	l := &Lock{Key: "rv2-cut", LeaseTTL: 30, AcquireTimeout: 10 * time.Second, Servers: []string{addr}, Heartbeat: -1}
-	acq := make(chan error, 1)
-	go func() { _, err := l.Acquire(context.Background()); acq <- err }()
-	require.Eventually(t, func() bool { return parked() == 1 }, 3*time.Second, time.Millisecond)
+	l, acq := parkedOnIgnoringServer(t, "rv2-cut")
 	rel := make(chan error, 1)
 	go func() { rel <- l.Release(context.Background()) }()
 	require.Eventually(t, func() bool { return goroutineBlockedIn("(*Conn).abort") }, 3*time.Second, time.Millisecond)
@@ -206,12 +211,8 @@ func TestAbortStressReleaseWaitRace(t *testing.T) {
 // the abort finishes in the background within releaseWait, and the next
 // Release reports nothing.
 func TestAbortReleaseCtxBoundsAbort(t *testing.T) {
-	addr, parked := halfCloseIgnoringServer(t)
-	l := &Lock{Key: "rv2-ctx", LeaseTTL: 30, AcquireTimeout: 10 * time.Second, Servers: []string{addr}, Heartbeat: -1}
+	l, acq := parkedOnIgnoringServer(t, "rv2-ctx")
 	defer func() { _ = l.Close() }()
-	acq := make(chan error, 1)
-	go func() { _, err := l.Acquire(context.Background()); acq <- err }()
-	require.Eventually(t, func() bool { return parked() == 1 }, 3*time.Second, time.Millisecond)
 	rctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()

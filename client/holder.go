@@ -584,12 +584,7 @@ func (h *holder) runRelease(ctx context.Context, op *releaseOp) {
 			// the release. (Cut off by Close, it is not a loss.)
 			err = fmt.Errorf("%w: %s %q: release failed: %w", ErrLost, op.sp.kind, op.sp.key, err)
 		}
-		op.err = err
-		if !op.cut {
-			h.unreported = joinErr(h.unreported, err)
-		}
-		h.removeOpLocked(op)
-		close(op.done)
+		h.finishOpLocked(op, err)
 		h.mu.Unlock()
 	}()
 }
@@ -701,12 +696,7 @@ func (h *holder) runAbort(ctx context.Context, op *releaseOp) {
 			err = h.releaseLate(rctx, op.sp, grants)
 		}
 		h.mu.Lock()
-		op.err = err
-		if !op.cut {
-			h.unreported = joinErr(h.unreported, err)
-		}
-		h.removeOpLocked(op)
-		close(op.done)
+		h.finishOpLocked(op, err)
 		h.mu.Unlock()
 	}()
 }
@@ -735,6 +725,17 @@ func (h *holder) releaseLate(ctx context.Context, sp spec, grants []Grant) error
 		}
 	}
 	return errs
+}
+
+// finishOpLocked ends op with err: kept for the next Release unless
+// Close cut op off, and op leaves h.releasing.
+func (h *holder) finishOpLocked(op *releaseOp, err error) {
+	op.err = err
+	if !op.cut {
+		h.unreported = joinErr(h.unreported, err)
+	}
+	h.removeOpLocked(op)
+	close(op.done)
 }
 
 // removeOpLocked drops op from h.releasing.

@@ -799,19 +799,23 @@ func (c *core) cancelParked(o *Owner, now int64) bool {
 		return false
 	}
 	for n := head; n != nil; n = n.onext {
-		if n.state != stWaiting || n.cont == nil {
-			continue
+		if n.state == stWaiting && n.cont != nil {
+			c.dropWaiter(n, now)
+			return true
 		}
-		k := n.key
-		k.waiters.remove(n)
-		c.ctr.Waiting[k.ns]--
-		c.wheel.Remove(&n.timer)
-		c.ownerUnlink(n)
-		c.freeNode(n)
-		c.settle(k, now)
-		return true
 	}
 	return false
+}
+
+// dropWaiter removes a waiter from its queue, unanswered.
+func (c *core) dropWaiter(n *node, now int64) {
+	k := n.key
+	k.waiters.remove(n)
+	c.ctr.Waiting[k.ns]--
+	c.wheel.Remove(&n.timer)
+	c.ownerUnlink(n)
+	c.freeNode(n)
+	c.settle(k, now)
 }
 
 // closeOwner drops o's waiters and two-phase state (including grants it
@@ -829,13 +833,7 @@ func (c *core) closeOwner(o *Owner, now int64) {
 		next := n.onext
 		switch n.state {
 		case stWaiting:
-			k := n.key
-			k.waiters.remove(n)
-			c.ctr.Waiting[k.ns]--
-			c.wheel.Remove(&n.timer)
-			c.ownerUnlink(n)
-			c.freeNode(n)
-			c.settle(k, now)
+			c.dropWaiter(n, now)
 		case stExpired:
 			c.dropTomb(n)
 		}

@@ -279,17 +279,30 @@ func (t *Table) Renew(ns Namespace, name []byte, tok codec.Token, lease int64, n
 // holdings (auto-release) or leaves them to their leases. Its parked
 // requests get no result. It visits only the shards o touched.
 func (t *Table) CloseOwner(o *Owner, now int64) {
-	touched := o.touched.Swap(0)
+	t.ownerShards(o.touched.Swap(0), func(c *core) bool {
+		c.closeOwner(o, now)
+		return false
+	})
+}
+
+// ownerShards runs fn under the lock of every shard in touched (an
+// Owner's touched bits) until fn returns true, delivering what fn
+// produced after each, and reports whether one did.
+func (t *Table) ownerShards(touched uint64, fn func(*core) bool) bool {
 	for touched != 0 {
 		b := bits.TrailingZeros64(touched)
 		touched &^= 1 << b
 		for i := b; i < len(t.shards); i += 64 {
 			s := &t.shards[i]
 			s.mu.Lock()
-			s.c.closeOwner(o, now)
+			done := fn(s.c)
 			s.unlockAndDeliver()
+			if done {
+				return true
+			}
 		}
 	}
+	return false
 }
 
 // CancelParked takes o's parked request (one blocked with a continuation)
@@ -302,21 +315,7 @@ func (t *Table) CloseOwner(o *Owner, now int64) {
 // off, CloseOwner would keep such a grant held by nobody until its lease
 // ends).
 func (t *Table) CancelParked(o *Owner, now int64) bool {
-	touched := o.touched.Load()
-	for touched != 0 {
-		b := bits.TrailingZeros64(touched)
-		touched &^= 1 << b
-		for i := b; i < len(t.shards); i += 64 {
-			s := &t.shards[i]
-			s.mu.Lock()
-			found := s.c.cancelParked(o, now)
-			s.unlockAndDeliver()
-			if found {
-				return true
-			}
-		}
-	}
-	return false
+	return t.ownerShards(o.touched.Load(), func(c *core) bool { return c.cancelParked(o, now) })
 }
 
 // advanceBudget bounds the timers fired per shard lock hold.

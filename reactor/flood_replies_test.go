@@ -24,7 +24,7 @@ import (
 // With --auto-release-on-disconnect off this matters: the grant stays
 // held after the close until its lease ends, and the token (a bearer
 // credential: any connection may release with it) is the only way the
-// client can release it. The plain port closes in serve() right after
+// client can release it. The plain port closed (until fixed) in serve() right after
 // handle() (gnet.go: `if g.parked && c.InboundBuffered() > InboundCap
 // { return gnet.Close }`), before g.flush: the grant and the ping's ok in
 // g.out are dropped, and the key is orphaned for its lease.

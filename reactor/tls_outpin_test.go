@@ -15,7 +15,7 @@ import (
 // large reply (one stats of ~310 KB here) and then sits idle must not keep
 // a buffer of that size. The event loops drop an out buffer above 4 KiB
 // after writing it (gconn.flush: "do not pin a large buffer on an idle
-// connection"); the TLS processor only truncates it (t.out = t.out[:0] in
+// connection"); the TLS processor only truncated it (until fixed) (t.out = t.out[:0] in
 // tlsConn.process), so every TLS connection that ever asked for stats (or
 // pipelined a burst: up to the 64 KiB high-water mark plus one reply)
 // keeps that much heap for its whole life.

@@ -22,7 +22,7 @@ import (
 // port: ~1.9 s after, TLS before 99c8c78 ~1.4 s, the kernel buffers
 // holding the last ~0.6 s of it; the test allows rt - 200 ms).
 //
-// The TLS port waits the read timeout plus the time the reply took to
+// The TLS port waited (until fixed) the read timeout plus the time the reply took to
 // write: writeOut moves lastProgress to the end of the write, but process
 // then calls setReadDeadline(now) with the now taken before the write, so
 // the socket deadline is time.Now() + (lastProgress+rt - now) = end of

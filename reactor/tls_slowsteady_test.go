@@ -18,7 +18,7 @@ import (
 // ~62 KB stats reply steadily at ~12 KB/s (1 KiB every 83 ms: progress
 // all the time) with --write-timeout 1; 4 KiB kernel buffers, as on a slow
 // path. The plain port serves it (its stall check sees drain progress every
-// 50 ms). The TLS port cuts it mid-reply: each 16 KiB chunk must be taken
+// 50 ms). The TLS port cut it mid-reply (until progressConn): each 16 KiB chunk must be taken
 // by the kernel within one write timeout (writeOut: one SetWriteDeadline
 // per tlsWriteChunk), which bounds throughput (16 KiB per write timeout),
 // not a stall.
