@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -53,14 +54,39 @@ func isTimeout(err error) bool {
 // on c.
 func holdKeys(t testing.TB, c *reactortest.Conn, n int) {
 	t.Helper()
+	holdNamed(t, c, n, func(i int) string {
+		return "key-with-a-reasonably-long-name-to-grow-the-stats-reply-" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + string(rune('a'+i/26))
+	})
+}
+
+// bigKeysForStats holds n locks with ~240-byte keys on c (about 310 bytes of
+// stats JSON each).
+func bigKeysForStats(t testing.TB, c *reactortest.Conn, n int) {
+	t.Helper()
+	pad := strings.Repeat("k", 230)
+	holdNamed(t, c, n, func(i int) string { return fmt.Sprintf("%s-%07d", pad, i) })
+}
+
+// holdNamed locks the keys name(0..n-1) on c, pipelined, reading the
+// grants as they come (a writer goroutine: many grants fill the buffers).
+func holdNamed(t testing.TB, c *reactortest.Conn, n int, name func(int) string) {
+	t.Helper()
 	var b strings.Builder
 	for i := range n {
-		b.WriteString(req("l", "key-with-a-reasonably-long-name-to-grow-the-stats-reply-"+strings.Repeat("x", i%7)+string(rune('a'+i%26))+string(rune('a'+i/26)), "0"))
+		b.WriteString(req("l", name(i), "0"))
 	}
-	c.Send(b.String())
-	for range n {
-		mustGrant(t, c.Line(), rOK, 33)
+	werr := make(chan error, 1)
+	go func() {
+		_ = c.SetWriteDeadline(time.Now().Add(15 * time.Second))
+		_, err := c.Write([]byte(b.String()))
+		werr <- err
+	}()
+	for i := range n {
+		line, err := c.ReadLine(15 * time.Second)
+		require.NoError(t, err, "grant %d", i)
+		mustGrant(t, line, rOK, 33)
 	}
+	require.NoError(t, <-werr)
 }
 
 // heapPeak samples the heap in use until stop is closed and returns the

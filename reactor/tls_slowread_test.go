@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"net"
 	"strings"
 	"syscall"
@@ -25,29 +24,6 @@ import (
 // ("seconds a client may leave replies unread"): every drained byte is
 // progress. On the TLS port one reply batch is one blocking tls.Conn.Write
 // under one absolute deadline of WriteTimeout.
-
-// bigKeysForStats holds n locks with ~240-byte keys on c (about 310 bytes of
-// stats JSON each), pipelined, reading the grants as they come.
-func bigKeysForStats(t *testing.T, c *reactortest.Conn, n int) {
-	t.Helper()
-	pad := strings.Repeat("k", 230)
-	var b strings.Builder
-	for i := range n {
-		b.WriteString(req("l", fmt.Sprintf("%s-%07d", pad, i), "0"))
-	}
-	werr := make(chan error, 1)
-	go func() {
-		_ = c.SetWriteDeadline(time.Now().Add(15 * time.Second))
-		_, err := c.Write([]byte(b.String()))
-		werr <- err
-	}()
-	for i := range n {
-		line, err := c.ReadLine(15 * time.Second)
-		require.NoError(t, err, "grant %d", i)
-		require.True(t, strings.HasPrefix(line, rOK+" "), "grant %d: %q", i, line)
-	}
-	require.NoError(t, <-werr)
-}
 
 // dialSmallRcvBuf dials srv (TLS when tr says so) with a small
 // receive buffer, so that the kernel holds little of a reply for it.
