@@ -325,7 +325,7 @@ func (p *progressConn) Write(b []byte) (int, error) {
 		m := min(len(b)-n, progressPiece)
 		start := time.Now()
 		p.progress.Store(start.UnixNano())
-		if err := p.Conn.SetWriteDeadline(start.Add(p.timeout)); err != nil {
+		if err := p.SetWriteDeadline(start.Add(p.timeout)); err != nil {
 			return n, err
 		}
 		k, err := p.Conn.Write(b[n : n+m])
