@@ -502,21 +502,18 @@ func (h *holder) release(ctx context.Context) error {
 	h.mu.Lock()
 	ops := slices.Clone(h.releasing) // runRelease removes in place
 	h.mu.Unlock()
-	var abortBound <-chan time.Time
+	abortDeadline := time.Now().Add(abortWait) // one bound for all the aborts
 	for _, op := range ops {
 		select {
 		case <-op.done: // answered already: report it even if ctx has ended
 			continue
 		default:
 		}
-		if op.hd != nil && abortBound == nil {
-			t := time.NewTimer(abortWait)
-			defer t.Stop()
-			abortBound = t.C
-		}
 		var bound <-chan time.Time
 		if op.hd != nil {
-			bound = abortBound
+			t := time.NewTimer(time.Until(abortDeadline))
+			defer t.Stop()
+			bound = t.C
 		}
 		select {
 		case <-op.done:

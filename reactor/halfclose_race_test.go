@@ -12,11 +12,11 @@ import (
 	"github.com/lockreactor/dflockd/reactor/reactortest"
 )
 
-// TestReview3HalfCloseRacingGrantTwoPhaseAndSem: as
+// TestHalfCloseRacingGrantTwoPhaseAndSem: as
 // TestHalfCloseRacingGrantIsAnswered, for a parked w (after e queued) and
 // a parked sl, with auto-release off: whether the grant or the half-close
 // wins, nobody holds the key afterwards once the told grant is released.
-func TestReview3HalfCloseRacingGrantTwoPhaseAndSem(t *testing.T) {
+func TestHalfCloseRacingGrantTwoPhaseAndSem(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport) {
 		srv := tr.start(t, func(c *reactortest.Config) { c.NoAutoRelease = true })
 		h := srv.Connect(t)
