@@ -202,7 +202,25 @@ type core struct {
 	events             []event      // fire's scratch
 	fireFn             func(*wheel.Timer)
 	ctr                Counters // this shard's share; Table.Counters sums them
+	// lapsed: per owner, the keys of its two-phase grants that expired
+	// before their w and went with their key (reclaimed at the max-locks
+	// cap, or pruned) rather than with a w: the owner's next w on such a
+	// key answers error_lease_expired all the same, as PROTOCOL.md says.
+	// At most maxLapsed per owner (the oldest go first); closeOwner drops
+	// them.
+	lapsed map[*Owner][]keyName
 }
+
+// keyName names a key across its namespace.
+type keyName struct {
+	ns   Namespace
+	name string
+}
+
+// maxLapsed bounds the lapsed keys kept per owner and shard: a
+// connection that lets many two-phase grants lapse and their keys go
+// gets error_not_enqueued for the older ones.
+const maxLapsed = 8
 
 func newCore(lim *limits, index int, salt *rand.ChaCha8, nowTick uint64) *core {
 	c := &core{
@@ -404,10 +422,42 @@ func (c *core) removeKey(k *key) {
 
 func (c *core) unlinkKey(k *key) {
 	for n := k.graves.head; n != nil; n = k.graves.head {
+		if n.owner != nil {
+			c.addLapsed(n.owner, keyName{k.ns, k.name})
+		}
 		c.dropTomb(n)
 	}
 	c.idleRemove(k)
 	delete(c.table(k.ns), k.name)
+}
+
+// addLapsed remembers kn as lapsed for o (see core.lapsed).
+func (c *core) addLapsed(o *Owner, kn keyName) {
+	if c.lapsed == nil {
+		c.lapsed = make(map[*Owner][]keyName)
+	}
+	l := c.lapsed[o]
+	if len(l) == maxLapsed {
+		l = append(l[:0], l[1:]...)
+	}
+	c.lapsed[o] = append(l, kn)
+}
+
+// takeLapsed forgets (ns, name) as lapsed for o and reports whether it
+// was.
+func (c *core) takeLapsed(o *Owner, ns Namespace, name []byte) bool {
+	l := c.lapsed[o]
+	for i, kn := range l {
+		if kn.ns == ns && kn.name == string(name) {
+			if l = append(l[:i], l[i+1:]...); len(l) == 0 {
+				delete(c.lapsed, o)
+			} else {
+				c.lapsed[o] = l
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // takeOldestIdle drops this shard's oldest idle key but keeps its budget
@@ -713,6 +763,8 @@ func (c *core) enqueue(o *Owner, ns Namespace, name []byte, limit, lease, now in
 		}
 		// A stale expired grant the client never collected: start afresh.
 		c.dropTomb(n)
+	} else if len(c.lapsed) > 0 {
+		c.takeLapsed(o, ns, name) // likewise
 	}
 	lease = c.leaseOrDefault(lease)
 	if k.grantable() {
@@ -742,12 +794,15 @@ func (c *core) enqueue(o *Owner, ns Namespace, name []byte, limit, lease, now in
 
 // wait serves w and sw: collect the grant of an earlier e.
 func (c *core) wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Continuation, now int64) Result {
+	var n *node
 	k := c.lookup(ns, name)
-	if k == nil {
-		return Result{Code: codec.CodeErrorNotEnqueued}
+	if k != nil {
+		n = c.twoPhaseNode(o, k)
 	}
-	n := c.twoPhaseNode(o, k)
 	if n == nil {
+		if len(c.lapsed) > 0 && c.takeLapsed(o, ns, name) {
+			return Result{Code: codec.CodeErrorLeaseExpired}
+		}
 		return Result{Code: codec.CodeErrorNotEnqueued}
 	}
 	switch n.state {
@@ -822,6 +877,7 @@ func (c *core) dropWaiter(n *node, now int64) {
 // was never told of) in this shard and releases (or, with auto-release
 // off, orphans until lease end) its holdings.
 func (c *core) closeOwner(o *Owner, now int64) {
+	delete(c.lapsed, o)
 	head, ok := c.owners[o]
 	if !ok {
 		return

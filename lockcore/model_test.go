@@ -89,6 +89,19 @@ type mOwner struct {
 	id    uint64
 	o     *Owner
 	nodes []*mNode // waiting, holding and tombstones, not orphans
+	// lapsed: keys whose tombstone of this owner went with the key, per
+	// shard, at most maxLapsed each, oldest first: the next w on one
+	// answers error_lease_expired.
+	lapsed map[int][]mKeyID
+}
+
+func (o *mOwner) takeLapsed(shard int, id mKeyID) bool {
+	i := slices.Index(o.lapsed[shard], id)
+	if i < 0 {
+		return false
+	}
+	o.lapsed[shard] = slices.Delete(o.lapsed[shard], i, i+1)
+	return true
 }
 
 // mRes is a model reply; a grant refers to its node, whose token is known
@@ -247,11 +260,23 @@ func (m *model) dropTomb(n *mNode) {
 	m.unown(n)
 }
 
-// dropKey removes an idle key (reclaimed or pruned) and its tombstones: a
-// later w on it answers error_not_enqueued.
+// dropKey removes an idle key (reclaimed or pruned) and its tombstones;
+// each tombstone's owner remembers the key as lapsed: its next w on it
+// answers error_lease_expired all the same.
 func (m *model) dropKey(k *mKey) {
 	for len(k.tombs) > 0 {
-		m.dropTomb(k.tombs[0])
+		n := k.tombs[0]
+		if o := n.owner; o != nil {
+			if o.lapsed == nil {
+				o.lapsed = make(map[int][]mKeyID)
+			}
+			l := o.lapsed[k.shard]
+			if len(l) == maxLapsed {
+				l = l[1:]
+			}
+			o.lapsed[k.shard] = append(slices.Clone(l), k.id)
+		}
+		m.dropTomb(n)
 	}
 	delete(m.keys, k.id)
 }
@@ -343,6 +368,8 @@ func (m *model) enqueue(o *mOwner, id mKeyID, limit, lease int64) mRes {
 			return mRes{code: codec.CodeErrorAlreadyEnqueued}
 		}
 		m.dropTomb(n)
+	} else {
+		o.takeLapsed(k.shard, id)
 	}
 	n := &mNode{owner: o, ownerID: o.id, key: k, lease: m.leaseOr(lease), twoPhase: true}
 	if k.grantable() {
@@ -360,12 +387,15 @@ func (m *model) enqueue(o *mOwner, id mKeyID, limit, lease int64) mRes {
 }
 
 func (m *model) wait(o *mOwner, id mKeyID, timeout int64, req *rec) mRes {
+	var n *mNode
 	k := m.keys[id]
-	if k == nil {
-		return mRes{code: codec.CodeErrorNotEnqueued}
+	if k != nil {
+		n = o.twoPhaseOn(k)
 	}
-	n := o.twoPhaseOn(k)
 	if n == nil {
+		if o.takeLapsed(m.shardOf(id), id) {
+			return mRes{code: codec.CodeErrorLeaseExpired}
+		}
 		return mRes{code: codec.CodeErrorNotEnqueued}
 	}
 	switch n.st {
@@ -414,6 +444,7 @@ func (m *model) close(o *mOwner) {
 		}
 	}
 	o.nodes = nil
+	o.lapsed = nil
 }
 
 func (m *model) sortedKeys() []*mKey {

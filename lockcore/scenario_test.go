@@ -507,7 +507,8 @@ func TestScenarioLimits(t *testing.T) {
 		// reclaimed before a new key is refused. An uncollected expired
 		// two-phase grant does not change that (it would let one
 		// connection fill the budget with keys stats shows nowhere): the
-		// key goes with its tombstone, and w answers error_not_enqueued.
+		// key goes with its tombstone, and the owner's next w still answers
+		// error_lease_expired (once; then error_not_enqueued).
 		{name: "gc prunes a key named only by a two-phase tombstone", steps: []step{
 			{do: SE(1, "s", 2, 1), want: acq(101, 1, "")},
 			{do: Adv(1000), state: "S:s idle x1"},
@@ -515,6 +516,8 @@ func TestScenarioLimits(t *testing.T) {
 			{do: GC(), want: pruned(0)},
 			{do: At(61_000)},
 			{do: GC(), want: pruned(1), state: "-", check: keysAre(0)},
+			{do: SW(2, "s", 0), want: is(codec.CodeErrorNotEnqueued)}, // another owner
+			{do: SW(1, "s", 0), want: is(codec.CodeErrorLeaseExpired)},
 			{do: SW(1, "s", 0), want: is(codec.CodeErrorNotEnqueued)},
 			{do: SE(1, "s", 3, 1), want: acq(102, 1, ""), state: "S:s h[1e]"},
 		}},
@@ -522,8 +525,18 @@ func TestScenarioLimits(t *testing.T) {
 			{do: E(1, "a", 1), want: acq(101, 1, "")},
 			{do: Adv(1000), state: "L:a idle x1"},
 			{do: L(2, "b", 0, 0), want: okT(102, 33, ""), state: "L:b h[2]"},
+			{do: W(1, "a", 0), want: is(codec.CodeErrorLeaseExpired)},
 			{do: W(1, "a", 0), want: is(codec.CodeErrorNotEnqueued)},
 			{do: E(1, "a", 1), want: is(codec.CodeErrorMaxLocks)},
+		}},
+		{name: "a lapsed key: a new e on it starts afresh", cfg: func(c *Config) { c.MaxLocks = 1 }, steps: []step{
+			{do: E(1, "a", 1), want: acq(101, 1, "")},
+			{do: Adv(1000), state: "L:a idle x1"},
+			{do: L(2, "b", 0, 0), want: okT(102, 33, "tb"), state: "L:b h[2]"},
+			{do: R("b", "tb"), want: is(codec.CodeOK)},
+			{do: E(1, "a", 1), want: acq(103, 1, "ta"), state: "L:a h[1e]"},
+			{do: W(1, "a", 0), want: okT(103, 1, "ta")},
+			{do: W(1, "a", 0), want: is(codec.CodeErrorNotEnqueued)},
 		}},
 		{name: "max semaphore limit: a larger limit is an error, creates nothing", cfg: func(c *Config) { c.MaxSemaphoreLimit = 3 }, steps: []step{
 			{do: SL(1, "s", 0, 4, 0), want: is(codec.CodeError), state: "-", check: keysAre(0)},

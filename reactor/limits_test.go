@@ -45,6 +45,23 @@ func TestMaxLocks(t *testing.T) {
 	})
 }
 
+// TestLapsedTwoPhaseAfterReclaim: PROTOCOL.md: "w whose grant already
+// expired answers error_lease_expired". That holds after the key, idle
+// with only the expired grant's tombstone, was reclaimed for another key
+// at the --max-locks cap (it answered error_not_enqueued before): once,
+// then error_not_enqueued.
+func TestLapsedTwoPhaseAfterReclaim(t *testing.T) {
+	srv := reactortest.Start(t, func(c *reactortest.Config) { c.Core.MaxLocks = 1 })
+	a, b := srv.Connect(t), srv.Connect(t)
+	mustGrant(t, a.Do("e", "lapse", "1"), "acquired", 1)
+	time.Sleep(1100 * time.Millisecond) // the grant's 1 s lease runs out
+	tb := lock(t, b, "other")           // reclaims "lapse" and its tombstone
+	require.Equal(t, "error_not_enqueued", b.Do("w", "lapse", "0"), "another connection")
+	require.Equal(t, "error_lease_expired", a.Do("w", "lapse", "0"))
+	require.Equal(t, "error_not_enqueued", a.Do("w", "lapse", "0"))
+	require.Equal(t, rOK, b.Do("r", "other", tb))
+}
+
 func TestMaxWaiters(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport) {
 		srv := tr.start(t, func(c *reactortest.Config) { c.Core.MaxWaiters = 1 })
