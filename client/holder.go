@@ -58,6 +58,10 @@ type releaseOp struct {
 	leave bool
 	late  []Grant
 	stop  context.CancelFunc
+	// answered is closed once the server has closed the connection after
+	// the half-close (or the wait for it ended) and the hold's calls have
+	// returned: what is left is releasing the grants that turned up.
+	answered chan struct{}
 }
 
 // spec is a request as configured by a Lock's or Semaphore's exported
@@ -160,10 +164,12 @@ type hold struct {
 // connection and goes on.
 const reacquireReleaseWait = time.Second
 
-// abortWait bounds how long Release waits for an abort (see runAbort)
-// before it leaves it to finish in the background: this server ends it
-// within a round trip, but one that keeps a blocked request after a
-// half-close answers only when the request is decided.
+// abortWait bounds how long Release waits for the server to end an abort
+// (see runAbort) before it leaves it to finish in the background: this
+// server closes within a round trip of the half-close, but one that keeps
+// a blocked request after a half-close answers only when the request is
+// decided. Releasing a grant that turned up is waited for like any
+// release.
 const abortWait = 500 * time.Millisecond
 
 // releaseWait bounds a release sent after the caller's context ended (see
@@ -509,19 +515,28 @@ func (h *holder) release(ctx context.Context) error {
 			continue
 		default:
 		}
-		var bound <-chan time.Time
 		if op.hd != nil {
 			t := time.NewTimer(time.Until(abortDeadline))
-			defer t.Stop()
-			bound = t.C
+			select {
+			case <-op.answered:
+			case <-t.C:
+				// A server that keeps serving a blocked request after
+				// a half-close (dflockd 1.10) ends the abort only when
+				// it answers: it goes on in the background, and what
+				// it finds is released then and reported by the next
+				// Release.
+				continue
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+			t.Stop()
+			// The server has answered: the releases of the grants it
+			// sent are waited for as any release is (bounded by
+			// releaseWait), however slow the link.
 		}
 		select {
 		case <-op.done:
-		case <-bound:
-			// A server that keeps serving a blocked request after a
-			// half-close (dflockd 1.10) ends the abort only when it
-			// answers: it goes on in the background, and what it finds
-			// is released then and reported by the next Release.
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -645,7 +660,7 @@ func (h *holder) beginCall(hd *hold, twoPhase bool) bool {
 // server's auto-release off it would stay held until its lease ends).
 // runAbort starts it.
 func (h *holder) abortLocked(hd *hold) *releaseOp {
-	op := &releaseOp{conn: hd.conn, sp: hd.sp, hd: hd, leave: hd.twoPhase, done: make(chan struct{})}
+	op := &releaseOp{conn: hd.conn, sp: hd.sp, hd: hd, leave: hd.twoPhase, done: make(chan struct{}), answered: make(chan struct{})}
 	hd.abort = op
 	h.releasing = append(h.releasing, op)
 	return op
@@ -679,6 +694,7 @@ func (h *holder) runAbort(ctx context.Context, op *releaseOp) {
 		}
 		orphans := op.conn.abort(releaseWait, leave)
 		op.hd.calls.Wait() // the connection is closed: every call returns
+		close(op.answered)
 		h.mu.Lock()
 		grants := op.late
 		h.mu.Unlock()

@@ -127,10 +127,11 @@ func (l *Lock) Wait(ctx context.Context, timeout time.Duration) (bool, error) {
 // losing a grant already on its way: the connection shuts its sending
 // side (the server then drops the blocked request and answers what it had
 // decided), and a grant that still arrives is released from a fresh
-// connection. Release waits for that like for a release, but at most
-// 0.5 s (a server that keeps serving a blocked request after a half-close,
-// as dflockd 1.10 does, ends it only when it answers: the rest goes on in
-// the background and the next Release reports it). The same
+// connection. Release waits for that like for a release; for the
+// server's answer to the half-close it waits at most 0.5 s (a server that
+// keeps serving a blocked request after a half-close, as dflockd 1.10
+// does, ends it only when it answers: the rest goes on in the background
+// and the next Release reports it). The same
 // happens when a new Acquire or Enqueue ends one in flight, or when the
 // call's own ctx ends (the grant is then released in the background).
 func (l *Lock) Release(ctx context.Context) error { return l.h.release(ctx) }
