@@ -515,7 +515,17 @@ func (h *holder) release(ctx context.Context) error {
 			continue
 		default:
 		}
+		answered := false
 		if op.hd != nil {
+			select {
+			case <-op.answered:
+				// Before the bound is looked at: it may have passed
+				// while earlier releases were waited for.
+				answered = true
+			default:
+			}
+		}
+		if op.hd != nil && !answered {
 			t := time.NewTimer(time.Until(abortDeadline))
 			select {
 			case <-op.answered:

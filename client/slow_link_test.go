@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,13 +15,23 @@ import (
 	"github.com/lockreactor/dflockd/reactor/reactortest"
 )
 
-// delayProxy forwards TCP to upstream, delaying every chunk by
-// oneWay in each direction (order kept; a half-close is passed on after
-// the data before it): a WAN link with RTT 2*oneWay.
+// delayProxy forwards TCP to upstream, delaying every chunk by oneWay in
+// each direction (order kept, a half-close passed on after the data
+// before it).
 func delayProxy(t *testing.T, upstream string, oneWay time.Duration) string {
+	t.Helper()
+	addr, _ := delayProxyPer(t, upstream, func(int) (time.Duration, time.Duration) { return oneWay, oneWay })
+	return addr
+}
+
+// delayProxyPer forwards TCP to upstream; the i-th accepted connection
+// delays every chunk by delays(i) (client->server, server->client), order
+// kept, a half-close passed on after the data before it.
+func delayProxyPer(t *testing.T, upstream string, delays func(i int) (up, down time.Duration)) (string, *atomic.Int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	var accepted atomic.Int32
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -35,9 +46,9 @@ func delayProxy(t *testing.T, upstream string, oneWay time.Duration) string {
 	})
 	type chunk struct {
 		at   time.Time
-		data []byte // nil: EOF
+		data []byte
 	}
-	pump := func(dst, src net.Conn) {
+	pump := func(dst, src net.Conn, d time.Duration) {
 		defer wg.Done()
 		q := make(chan chunk, 1024)
 		wg.Add(1)
@@ -64,11 +75,11 @@ func delayProxy(t *testing.T, upstream string, oneWay time.Duration) string {
 		for {
 			n, err := src.Read(buf)
 			if n > 0 {
-				q <- chunk{at: time.Now().Add(oneWay), data: append([]byte(nil), buf[:n]...)}
+				q <- chunk{at: time.Now().Add(d), data: append([]byte(nil), buf[:n]...)}
 			}
 			if err != nil {
 				if errors.Is(err, io.EOF) {
-					q <- chunk{at: time.Now().Add(oneWay)}
+					q <- chunk{at: time.Now().Add(d)}
 				} else {
 					_ = dst.Close()
 				}
@@ -80,25 +91,27 @@ func delayProxy(t *testing.T, upstream string, oneWay time.Duration) string {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
+		for i := 0; ; i++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			u, err := net.Dial("tcp", upstream)
 			if err != nil {
 				_ = c.Close()
 				continue
 			}
+			up, down := delays(i)
 			mu.Lock()
 			conns = append(conns, c, u)
 			mu.Unlock()
 			wg.Add(2)
-			go pump(u, c)
-			go pump(c, u)
+			go pump(u, c, up)
+			go pump(c, u, down)
 		}
 	}()
-	return ln.Addr().String()
+	return ln.Addr().String(), &accepted
 }
 
 // On a WAN link (here RTT 200 ms, TLS + auth, auto-release off), a

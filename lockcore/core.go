@@ -202,25 +202,26 @@ type core struct {
 	events             []event      // fire's scratch
 	fireFn             func(*wheel.Timer)
 	ctr                Counters // this shard's share; Table.Counters sums them
-	// lapsed: per owner, the keys of its two-phase grants that expired
-	// before their w and went with their key (reclaimed at the max-locks
-	// cap, or pruned) rather than with a w: the owner's next w on such a
-	// key answers error_lease_expired all the same, as PROTOCOL.md says.
-	// At most maxLapsed per owner (the oldest go first); closeOwner drops
-	// them.
-	lapsed map[*Owner][]keyName
+	// lapsed: the two-phase grants that expired before their w and went
+	// with their key (reclaimed at the max-locks cap, or pruned) rather
+	// than with a w, oldest first: the owner's next w on such a key
+	// answers error_lease_expired all the same, as PROTOCOL.md says. At
+	// most maxLapsed per shard, whoever the owners (the oldest go first);
+	// closeOwner drops an owner's.
+	lapsed []lapsedGrant
 }
 
-// keyName names a key across its namespace.
-type keyName struct {
+// lapsedGrant is an entry of core.lapsed.
+type lapsedGrant struct {
+	o    *Owner
 	ns   Namespace
 	name string
 }
 
-// maxLapsed bounds the lapsed keys kept per owner and shard: a
-// connection that lets many two-phase grants lapse and their keys go
-// gets error_not_enqueued for the older ones.
-const maxLapsed = 8
+// maxLapsed bounds core.lapsed: the memory it keeps is bounded per shard
+// (key names are at most a line long), not per connection. An older
+// lapsed grant then answers error_not_enqueued.
+const maxLapsed = 64
 
 func newCore(lim *limits, index int, salt *rand.ChaCha8, nowTick uint64) *core {
 	c := &core{
@@ -423,7 +424,7 @@ func (c *core) removeKey(k *key) {
 func (c *core) unlinkKey(k *key) {
 	for n := k.graves.head; n != nil; n = k.graves.head {
 		if n.owner != nil {
-			c.addLapsed(n.owner, keyName{k.ns, k.name})
+			c.addLapsed(lapsedGrant{n.owner, k.ns, k.name})
 		}
 		c.dropTomb(n)
 	}
@@ -431,29 +432,21 @@ func (c *core) unlinkKey(k *key) {
 	delete(c.table(k.ns), k.name)
 }
 
-// addLapsed remembers kn as lapsed for o (see core.lapsed).
-func (c *core) addLapsed(o *Owner, kn keyName) {
-	if c.lapsed == nil {
-		c.lapsed = make(map[*Owner][]keyName)
+// addLapsed remembers g (see core.lapsed).
+func (c *core) addLapsed(g lapsedGrant) {
+	if len(c.lapsed) == maxLapsed {
+		c.lapsed[0] = lapsedGrant{}
+		c.lapsed = c.lapsed[1:]
 	}
-	l := c.lapsed[o]
-	if len(l) == maxLapsed {
-		l = append(l[:0], l[1:]...)
-	}
-	c.lapsed[o] = append(l, kn)
+	c.lapsed = append(c.lapsed, g)
 }
 
-// takeLapsed forgets (ns, name) as lapsed for o and reports whether it
-// was.
+// takeLapsed forgets o's lapsed grant of (ns, name) and reports whether
+// there was one.
 func (c *core) takeLapsed(o *Owner, ns Namespace, name []byte) bool {
-	l := c.lapsed[o]
-	for i, kn := range l {
-		if kn.ns == ns && kn.name == string(name) {
-			if l = append(l[:i], l[i+1:]...); len(l) == 0 {
-				delete(c.lapsed, o)
-			} else {
-				c.lapsed[o] = l
-			}
+	for i, g := range c.lapsed {
+		if g.o == o && g.ns == ns && g.name == string(name) {
+			c.lapsed = slices.Delete(c.lapsed, i, i+1)
 			return true
 		}
 	}
@@ -877,7 +870,9 @@ func (c *core) dropWaiter(n *node, now int64) {
 // was never told of) in this shard and releases (or, with auto-release
 // off, orphans until lease end) its holdings.
 func (c *core) closeOwner(o *Owner, now int64) {
-	delete(c.lapsed, o)
+	if len(c.lapsed) > 0 {
+		c.lapsed = slices.DeleteFunc(c.lapsed, func(g lapsedGrant) bool { return g.o == o })
+	}
 	head, ok := c.owners[o]
 	if !ok {
 		return

@@ -89,18 +89,24 @@ type mOwner struct {
 	id    uint64
 	o     *Owner
 	nodes []*mNode // waiting, holding and tombstones, not orphans
-	// lapsed: keys whose tombstone of this owner went with the key, per
-	// shard, at most maxLapsed each, oldest first: the next w on one
-	// answers error_lease_expired.
-	lapsed map[int][]mKeyID
 }
 
-func (o *mOwner) takeLapsed(shard int, id mKeyID) bool {
-	i := slices.Index(o.lapsed[shard], id)
+// mLapsed is a tombstone that went with its key: its owner's next w on
+// the key answers error_lease_expired.
+type mLapsed struct {
+	o  *mOwner
+	id mKeyID
+}
+
+// takeLapsed forgets o's lapsed grant of id and reports whether there was
+// one.
+func (m *model) takeLapsed(o *mOwner, id mKeyID) bool {
+	shard := m.shardOf(id)
+	i := slices.Index(m.lapsed[shard], mLapsed{o, id})
 	if i < 0 {
 		return false
 	}
-	o.lapsed[shard] = slices.Delete(o.lapsed[shard], i, i+1)
+	m.lapsed[shard] = slices.Delete(m.lapsed[shard], i, i+1)
 	return true
 }
 
@@ -121,8 +127,10 @@ type model struct {
 
 	keys  map[mKeyID]*mKey
 	fence uint64
-	now   int64
-	op    int
+	// lapsed: per shard, at most maxLapsed, oldest first.
+	lapsed map[int][]mLapsed
+	now    int64
+	op     int
 
 	// per step
 	fired map[*rec]mRes
@@ -267,14 +275,14 @@ func (m *model) dropKey(k *mKey) {
 	for len(k.tombs) > 0 {
 		n := k.tombs[0]
 		if o := n.owner; o != nil {
-			if o.lapsed == nil {
-				o.lapsed = make(map[int][]mKeyID)
+			if m.lapsed == nil {
+				m.lapsed = make(map[int][]mLapsed)
 			}
-			l := o.lapsed[k.shard]
+			l := m.lapsed[k.shard]
 			if len(l) == maxLapsed {
 				l = l[1:]
 			}
-			o.lapsed[k.shard] = append(slices.Clone(l), k.id)
+			m.lapsed[k.shard] = append(slices.Clone(l), mLapsed{o, k.id})
 		}
 		m.dropTomb(n)
 	}
@@ -369,7 +377,7 @@ func (m *model) enqueue(o *mOwner, id mKeyID, limit, lease int64) mRes {
 		}
 		m.dropTomb(n)
 	} else {
-		o.takeLapsed(k.shard, id)
+		m.takeLapsed(o, id)
 	}
 	n := &mNode{owner: o, ownerID: o.id, key: k, lease: m.leaseOr(lease), twoPhase: true}
 	if k.grantable() {
@@ -393,7 +401,7 @@ func (m *model) wait(o *mOwner, id mKeyID, timeout int64, req *rec) mRes {
 		n = o.twoPhaseOn(k)
 	}
 	if n == nil {
-		if o.takeLapsed(m.shardOf(id), id) {
+		if m.takeLapsed(o, id) {
 			return mRes{code: codec.CodeErrorLeaseExpired}
 		}
 		return mRes{code: codec.CodeErrorNotEnqueued}
@@ -444,7 +452,9 @@ func (m *model) close(o *mOwner) {
 		}
 	}
 	o.nodes = nil
-	o.lapsed = nil
+	for shard, l := range m.lapsed {
+		m.lapsed[shard] = slices.DeleteFunc(slices.Clone(l), func(e mLapsed) bool { return e.o == o })
+	}
 }
 
 func (m *model) sortedKeys() []*mKey {
