@@ -219,9 +219,13 @@ type lapsedGrant struct {
 }
 
 // maxLapsed bounds core.lapsed: the memory it keeps is bounded per shard
-// (key names are at most a line long), not per connection. An older
-// lapsed grant then answers error_not_enqueued.
-const maxLapsed = 64
+// (key names are at most a line long), not per connection; maxLapsedOwn
+// bounds one owner's share. An older lapsed grant then answers
+// error_not_enqueued.
+const (
+	maxLapsed    = 64
+	maxLapsedOwn = 8
+)
 
 func newCore(lim *limits, index int, salt *rand.ChaCha8, nowTick uint64) *core {
 	c := &core{
@@ -432,11 +436,25 @@ func (c *core) unlinkKey(k *key) {
 	delete(c.table(k.ns), k.name)
 }
 
-// addLapsed remembers g (see core.lapsed).
+// addLapsed remembers g (see core.lapsed). An owner with maxLapsedOwn
+// entries loses its own oldest, so that one connection cannot push out
+// the others'; only a full FIFO (maxLapsedOwn or more owners) loses its
+// oldest.
 func (c *core) addLapsed(g lapsedGrant) {
-	if len(c.lapsed) == maxLapsed {
-		c.lapsed[0] = lapsedGrant{}
-		c.lapsed = c.lapsed[1:]
+	own, first := 0, -1
+	for i, e := range c.lapsed {
+		if e.o == g.o {
+			if first < 0 {
+				first = i
+			}
+			own++
+		}
+	}
+	switch {
+	case own >= maxLapsedOwn:
+		c.lapsed = slices.Delete(c.lapsed, first, first+1)
+	case len(c.lapsed) >= maxLapsed:
+		c.lapsed = slices.Delete(c.lapsed, 0, 1)
 	}
 	c.lapsed = append(c.lapsed, g)
 }

@@ -278,11 +278,20 @@ func (m *model) dropKey(k *mKey) {
 			if m.lapsed == nil {
 				m.lapsed = make(map[int][]mLapsed)
 			}
-			l := m.lapsed[k.shard]
-			if len(l) == maxLapsed {
+			l := slices.Clone(m.lapsed[k.shard])
+			var mine []int
+			for i, e := range l {
+				if e.o == o {
+					mine = append(mine, i)
+				}
+			}
+			switch {
+			case len(mine) >= maxLapsedOwn:
+				l = slices.Delete(l, mine[0], mine[0]+1)
+			case len(l) >= maxLapsed:
 				l = l[1:]
 			}
-			m.lapsed[k.shard] = append(slices.Clone(l), mLapsed{o, k.id})
+			m.lapsed[k.shard] = append(l, mLapsed{o, k.id})
 		}
 		m.dropTomb(n)
 	}
