@@ -206,8 +206,8 @@ type core struct {
 	// with their key (reclaimed at the max-locks cap, or pruned) rather
 	// than with a w, oldest first: the owner's next w on such a key
 	// answers error_lease_expired all the same, as PROTOCOL.md says. At
-	// most maxLapsed per shard, whoever the owners (the oldest go first);
-	// closeOwner drops an owner's.
+	// most maxLapsed per shard and maxLapsedOwn of one owner (see
+	// addLapsed); closeOwner drops an owner's.
 	lapsed []lapsedGrant
 }
 
