@@ -96,6 +96,19 @@ func halfCloseIgnoringServer(t *testing.T) (addr string, parked func() int) {
 	return addr, func() int { mu.Lock(); defer mu.Unlock(); return n }
 }
 
+// noAutoReleaseHolder starts a server with auto-release off and returns
+// it, a ctx bounded by d, and a connection to it (both ended at cleanup).
+func noAutoReleaseHolder(t *testing.T, d time.Duration) (*reactortest.Server, context.Context, *Conn) {
+	t.Helper()
+	srv := reactortest.Start(t, func(c *reactortest.Config) { c.NoAutoRelease = true })
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	b, err := Dial(srv.Addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	return srv, ctx, b
+}
+
 // parkedOnIgnoringServer starts a Lock's Acquire of key on a server that
 // ignores half-closes and returns once the server has it parked.
 func parkedOnIgnoringServer(t *testing.T, key string) (*Lock, <-chan error) {
@@ -159,12 +172,7 @@ func TestAbortCloseCutsAbortPromptly(t *testing.T) {
 // server's half-close racing a grant: reactor's
 // TestHalfCloseRacingGrantIsAnswered).
 func TestAbortStressReleaseWaitRace(t *testing.T) {
-	srv := reactortest.Start(t, func(c *reactortest.Config) { c.NoAutoRelease = true })
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	b, err := Dial(srv.Addr)
-	require.NoError(t, err)
-	defer func() { _ = b.Close() }()
+	srv, ctx, b := noAutoReleaseHolder(t, 15*time.Second)
 	deadline := time.Now().Add(6 * time.Second)
 	rounds, stuck := 0, 0
 	for i := 0; time.Now().Before(deadline) && i < 200; i++ {
@@ -231,12 +239,7 @@ func TestAbortReleaseCtxBoundsAbort(t *testing.T) {
 // background; a Release with an ended ctx, then Close, then Release:
 // nothing is reported as ErrLost and nothing keeps running.
 func TestAbortReleaseAfterCancelledAcquireAndEndedCtx(t *testing.T) {
-	srv := reactortest.Start(t, func(c *reactortest.Config) { c.NoAutoRelease = true })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := Dial(srv.Addr)
-	require.NoError(t, err)
-	defer func() { _ = b.Close() }()
+	srv, ctx, b := noAutoReleaseHolder(t, 10*time.Second)
 	gb, err := b.Acquire(ctx, "rv2-cancel", 0)
 	require.NoError(t, err)
 	l := &Lock{Key: "rv2-cancel", LeaseTTL: 30, Servers: []string{srv.Addr}, Heartbeat: -1}
@@ -266,12 +269,7 @@ func TestAbortReleaseAfterCancelledAcquireAndEndedCtx(t *testing.T) {
 // return, the key must be free: a grant the server decided must either
 // reach the client (which releases it) or not be made.
 func releaseRacingGrant(t *testing.T, limit int) (stuck, rounds int) {
-	srv := reactortest.Start(t, func(c *reactortest.Config) { c.NoAutoRelease = true })
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	b, err := Dial(srv.Addr)
-	require.NoError(t, err)
-	defer func() { _ = b.Close() }()
+	srv, ctx, b := noAutoReleaseHolder(t, 15*time.Second)
 	stat := func(key string) (holders, waiters int64, ok bool) {
 		st := srv.Table.Stats(srv.Table.Now())
 		for _, x := range st.Locks {

@@ -185,37 +185,15 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 	hd := &hold{sp: sp, done: make(chan struct{})}
 	h.mu.Lock()
 	old := h.cur
-	var oldHeld bool
-	var oldConn *Conn
-	var oldGrant Grant
 	var op *releaseOp
 	var lost error
 	if old != nil {
-		oldHeld, oldConn, oldGrant = old.state == stateHeld, old.conn, old.grant
-		switch {
-		case oldHeld && oldConn.Err() != nil:
-			// Lost before this call noticed (the renewer had not yet):
-			// report it as the renewer would have.
-			lost = h.lostLocked(old, oldConn.Err())
-		case oldHeld:
-			h.endLocked(old, nil)
-			op = h.releaseLocked(old, oldConn, oldGrant)
-		case oldConn != nil:
-			// Connecting or queued: a grant may be on its way.
-			h.endLocked(old, nil)
-			op = h.abortLocked(old)
-		default:
-			h.endLocked(old, nil)
-		}
+		op, lost = h.endCurLocked(old)
 	}
 	h.cur = hd
 	h.mu.Unlock()
-	if lost != nil {
-		h.stop(old)
-		if cb := old.sp.onRenewError; cb != nil {
-			cb(lost)
-		}
-	} else if old != nil {
+	if old != nil {
+		h.runEnd(ctx, old, op, lost)
 		if op != nil {
 			// Release it rather than only close its connection: with the
 			// server's auto-release off, a closed connection's lock stays
@@ -226,12 +204,6 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 			// silent old connection must not hold up the new acquire,
 			// so after reacquireReleaseWait it is closed (which frees
 			// the lock where auto-release is on).
-			if op.hd != nil {
-				h.runAbort(ctx, op)
-			} else {
-				h.stopRenewer(old)
-				h.runRelease(ctx, op)
-			}
 			t := time.NewTimer(reacquireReleaseWait)
 			select {
 			case <-op.done:
@@ -240,11 +212,9 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 				h.mu.Lock()
 				op.unanswered = true // closed by us: not a loss
 				h.mu.Unlock()
-				_ = oldConn.Close()
+				_ = op.conn.Close()
 			}
 			t.Stop()
-		} else {
-			h.stop(old)
 		}
 	}
 	conn, err := sp.dial(ctx)
@@ -477,33 +447,11 @@ func (h *holder) release(ctx context.Context) error {
 	var op *releaseOp
 	var lost error
 	if hd != nil {
-		switch {
-		case hd.state == stateHeld && hd.conn.Err() != nil:
-			// Lost before this call noticed (the renewer had not yet).
-			lost = h.lostLocked(hd, hd.conn.Err())
-		case hd.state == stateHeld:
-			op = h.releaseLocked(hd, hd.conn, hd.grant)
-			h.endLocked(hd, nil)
-		case hd.conn != nil:
-			// Connecting or queued: a grant may be on its way.
-			h.endLocked(hd, nil)
-			op = h.abortLocked(hd)
-		default:
-			h.endLocked(hd, nil) // dialling: start closes what it dials
-		}
+		op, lost = h.endCurLocked(hd)
 	}
 	h.mu.Unlock()
-	switch {
-	case lost != nil:
-		h.stop(hd)
-		if cb := hd.sp.onRenewError; cb != nil {
-			cb(lost)
-		}
-	case op != nil && op.hd != nil:
-		h.runAbort(ctx, op)
-	case op != nil:
-		h.stopRenewer(hd)
-		h.runRelease(ctx, op)
+	if hd != nil {
+		h.runEnd(ctx, hd, op, lost)
 	}
 	h.mu.Lock()
 	ops := slices.Clone(h.releasing) // runRelease removes in place
@@ -562,6 +510,42 @@ func (h *holder) release(ctx context.Context) error {
 		err = joinErr(err, op.err)
 	}
 	return err
+}
+
+// endCurLocked ends the current hold hd for Release or a new Acquire: a
+// held grant is released (op), a hold not held yet is aborted (op: a
+// grant may be on its way), a held one whose connection broke is lost
+// (lost: the renewer had not noticed yet). runEnd starts it once h.mu is
+// released.
+func (h *holder) endCurLocked(hd *hold) (op *releaseOp, lost error) {
+	switch {
+	case hd.state == stateHeld && hd.conn.Err() != nil:
+		return nil, h.lostLocked(hd, hd.conn.Err())
+	case hd.state == stateHeld:
+		op = h.releaseLocked(hd, hd.conn, hd.grant)
+	case hd.conn != nil:
+		op = h.abortLocked(hd)
+	}
+	h.endLocked(hd, nil)
+	return op, nil
+}
+
+// runEnd carries out what endCurLocked decided for hd.
+func (h *holder) runEnd(ctx context.Context, hd *hold, op *releaseOp, lost error) {
+	switch {
+	case lost != nil:
+		h.stop(hd)
+		if cb := hd.sp.onRenewError; cb != nil {
+			cb(lost)
+		}
+	case op == nil:
+		h.stop(hd) // dialling: start closes what it dials
+	case op.hd != nil:
+		h.runAbort(ctx, op)
+	default:
+		h.stopRenewer(hd)
+		h.runRelease(ctx, op)
+	}
 }
 
 // releaseLocked registers the release of hd's grant g on conn, its

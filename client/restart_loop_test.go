@@ -41,17 +41,7 @@ func TestWorkerLoopAcrossRestarts(t *testing.T) {
 				return
 			default:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			ok, err := l.Acquire(ctx)
-			if ok {
-				time.Sleep(5 * time.Millisecond)
-			}
-			cancel()
-			rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-			began := time.Now()
-			rerr := l.Release(rctx)
-			d := time.Since(began)
-			rcancel()
+			ok, err, rerr, d := lockCycle(l, 5*time.Millisecond)
 			mu.Lock()
 			if ok {
 				okCount++
@@ -78,15 +68,7 @@ func TestWorkerLoopAcrossRestarts(t *testing.T) {
 				return
 			default:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			ok, _ := other.Acquire(ctx)
-			if ok {
-				time.Sleep(20 * time.Millisecond)
-			}
-			cancel()
-			rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = other.Release(rctx)
-			rcancel()
+			lockCycle(other, 20*time.Millisecond)
 		}
 	}()
 	for i := 0; i < 4; i++ {
@@ -124,6 +106,23 @@ func TestWorkerLoopAcrossRestarts(t *testing.T) {
 	if !assertEventuallyGoroutines(0, 5*time.Second) {
 		t.Fatalf("client goroutines left: %d\n%s", clientGoroutines(), goroutineStacks())
 	}
+}
+
+// lockCycle acquires l within 300 ms, holds it for hold if granted, and
+// releases within 2 s; it returns Acquire's results, Release's error and
+// how long Release took.
+func lockCycle(l *client.Lock, hold time.Duration) (ok bool, err, rerr error, took time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ok, err = l.Acquire(ctx)
+	if ok {
+		time.Sleep(hold)
+	}
+	cancel()
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer rcancel()
+	began := time.Now()
+	rerr = l.Release(rctx)
+	return ok, err, rerr, time.Since(began)
 }
 
 // clientGoroutines counts goroutines running the client's own code

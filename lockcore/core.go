@@ -839,11 +839,7 @@ func (c *core) wait(o *Owner, ns Namespace, name []byte, timeout int64, cont Con
 		return Result{Code: codec.CodeError}
 	}
 	if timeout == 0 {
-		k.waiters.remove(n)
-		c.ctr.Waiting[k.ns]--
-		c.ownerUnlink(n)
-		c.freeNode(n)
-		c.settle(k, now)
+		c.dropWaiter(n, now)
 		return Result{Code: codec.CodeTimeout}
 	}
 	n.cont = cont

@@ -373,10 +373,7 @@ func (g *gconn) flush(now int64) gnet.Action {
 	if len(g.out) > 0 {
 		_, _ = g.c.Write(g.out)
 		g.written += uint32(len(g.out))
-		g.out = g.out[:0]
-		if cap(g.out) > 4<<10 {
-			g.out = nil // do not pin a large buffer on an idle connection
-		}
+		g.out = emptyOut(g.out)
 		if g.closed.Load() {
 			// The write failed and gnet closed the connection inside
 			// Write (OnClose has run). Arm nothing: a timer firing later

@@ -320,3 +320,12 @@ func (srv *Server) statsJSON(now int64) []byte {
 	}
 	return b
 }
+
+// emptyOut empties a written reply buffer for reuse, or drops it when it
+// grew past 4 KiB: an idle connection must not pin a large buffer.
+func emptyOut(b []byte) []byte {
+	if cap(b) > 4<<10 {
+		return nil
+	}
+	return b[:0]
+}

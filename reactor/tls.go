@@ -218,11 +218,7 @@ func (t *tlsConn) process(s *Server) {
 			default:
 			}
 			err := t.writeOut(s)
-			if cap(t.out) > 4<<10 {
-				t.out = nil // do not pin a large buffer on an idle connection
-			} else {
-				t.out = t.out[:0]
-			}
+			t.out = emptyOut(t.out)
 			if err != nil {
 				// The TLS close would try a close_notify (up to 5 s on
 				// a client that does not read): close the socket.
