@@ -41,7 +41,8 @@ func TestWorkerLoopAcrossRestarts(t *testing.T) {
 				return
 			default:
 			}
-			ok, err, rerr, d := lockCycle(l, 5*time.Millisecond)
+			r := lockCycle(l, 5*time.Millisecond)
+			ok, err, rerr, d := r.ok, r.err, r.rerr, r.took
 			mu.Lock()
 			if ok {
 				okCount++
@@ -108,21 +109,30 @@ func TestWorkerLoopAcrossRestarts(t *testing.T) {
 	}
 }
 
+// cycle is one lockCycle: Acquire's results, Release's error and how
+// long Release took.
+type cycle struct {
+	ok        bool
+	err, rerr error
+	took      time.Duration
+}
+
 // lockCycle acquires l within 300 ms, holds it for hold if granted, and
-// releases within 2 s; it returns Acquire's results, Release's error and
-// how long Release took.
-func lockCycle(l *client.Lock, hold time.Duration) (ok bool, err, rerr error, took time.Duration) {
+// releases within 2 s.
+func lockCycle(l *client.Lock, hold time.Duration) cycle {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	ok, err = l.Acquire(ctx)
-	if ok {
+	var c cycle
+	c.ok, c.err = l.Acquire(ctx)
+	if c.ok {
 		time.Sleep(hold)
 	}
 	cancel()
 	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer rcancel()
 	began := time.Now()
-	rerr = l.Release(rctx)
-	return ok, err, rerr, time.Since(began)
+	c.rerr = l.Release(rctx)
+	c.took = time.Since(began)
+	return c
 }
 
 // clientGoroutines counts goroutines running the client's own code
