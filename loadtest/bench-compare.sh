@@ -101,6 +101,7 @@ stop_servers
 start_servers
 ab "waiters-spread-$WAITERS" waiters --waiters "$WAITERS" --wait-timeout 2 --spread 1s --handoffs 20
 ab "waiters-at-once-$WAITERS" waiters --waiters "$WAITERS" --wait-timeout 2 --handoffs -1
+ab bench-1 bench --workers 1 --duration "$DUR"
 ab bench-10 bench --workers 10 --duration "$DUR"
 ab bench-100 bench --workers 100 --duration "$DUR"
 ab bench-1000 bench --workers 1000 --duration "$DUR"

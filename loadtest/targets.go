@@ -248,5 +248,33 @@ func WriteTargets(w io.Writer, abs []*ABResult, goBench string) (bool, error) {
 			_, _ = fmt.Fprintf(w, "%-56s %-28s %s\n", "steady state: ~0 allocations/request", "(no benchmark output)", verdict(false))
 		}
 	}
+	writeSerialFloor(w, abs)
 	return all, nil
+}
+
+// writeSerialFloor prints, when the run has bench 1 and bench 100, what a
+// serial chain costs each server: with one worker every request finds the
+// server asleep, as every request of contended's one-key hand-off chain
+// does, so bench 1's CPU per request over bench 100's is the floor the
+// contended row's ratio stands on. The ceiling's line is a server with no
+// logic at all. Context for reading the contended row, not a target.
+func writeSerialFloor(w io.Writer, abs []*ABResult) {
+	one, hundred := findAB(abs, "bench-1"), findAB(abs, "bench-100")
+	if one == nil || hundred == nil {
+		return
+	}
+	_, _ = fmt.Fprintf(w, "\ncontext, not a target: a serial chain (bench 1, one request in flight) wakes the server for every request\n")
+	f1, err1 := fig(one, "server_cpu_us_per_req")
+	f100, err100 := fig(hundred, "server_cpu_us_per_req")
+	line := func(name string, median func(*ABFigure) *float64) {
+		v := "(not measured)"
+		if err1 == nil && err100 == nil {
+			if s, u := median(f1), median(f100); s != nil && u != nil && *u > 0 {
+				v = fmt.Sprintf("%.2fx (%.1f / %.1f µs)", *s / *u, *s, *u)
+			}
+		}
+		_, _ = fmt.Fprintf(w, "%-56s %s\n", name+": CPU/request, bench 1 / bench 100", v)
+	}
+	line(one.A.Name, func(f *ABFigure) *float64 { return f.MedianA })
+	line(one.B.Name, func(f *ABFigure) *float64 { return f.MedianB })
 }

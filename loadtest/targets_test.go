@@ -124,3 +124,35 @@ PASS
 	require.NoError(t, err)
 	assert.False(t, ok, "no benchmark lines is a miss")
 }
+
+// With bench 1 in the run, the targets end with what a serial chain costs
+// each side (bench 1's CPU per request over its bench 100's): context for
+// the contended row, which changes no verdict.
+func TestTargetsSerialFloor(t *testing.T) {
+	run := append(passingRun(), abWith("bench-1", map[string][2]float64{"throughput": {20, 15}, "server_cpu_us_per_req": {12, 14}}))
+	var out strings.Builder
+	ok, err := WriteTargets(&out, run, "")
+	require.NoError(t, err)
+	assert.True(t, ok, out.String())
+	assert.Contains(t, out.String(), "dflockd: CPU/request, bench 1 / bench 100")
+	assert.Contains(t, out.String(), "1.09x (12.0 / 11.0 µs)") // 12 over bench 100's 11
+	assert.Contains(t, out.String(), "ceiling: CPU/request, bench 1 / bench 100")
+	assert.Contains(t, out.String(), "1.40x (14.0 / 10.0 µs)")
+	// bench-1 is not bench-10's or bench-100's: their rows are unchanged.
+	assert.Contains(t, targetRow(t, run, "bench 10: server CPU"), "1.10x")
+
+	// A side that did not measure it says so; a run without bench 1 has
+	// no context lines.
+	f, err := fig(findAB(run, "bench-1"), "server_cpu_us_per_req")
+	require.NoError(t, err)
+	f.MedianB = nil
+	out.Reset()
+	_, err = WriteTargets(&out, run, "")
+	require.NoError(t, err)
+	assert.Contains(t, out.String(), "ceiling: CPU/request, bench 1 / bench 100")
+	assert.Contains(t, out.String(), "(not measured)")
+	out.Reset()
+	_, err = WriteTargets(&out, passingRun(), "")
+	require.NoError(t, err)
+	assert.NotContains(t, out.String(), "bench 1 /")
+}
