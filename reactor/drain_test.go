@@ -3,6 +3,7 @@ package reactor_test
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +59,51 @@ func TestDrain(t *testing.T) {
 			}
 			a.Closed(5 * time.Second)
 			b.Closed(5 * time.Second)
+		})
+		// A two-phase enqueue made before the drain is a blocked request
+		// too: its w (sw) finishes it and starts nothing new. Refusing the
+		// w left the enqueue first in line, so the release handed the key
+		// to a grant nobody could collect and the acquire queued behind it
+		// waited for the shutdown timeout.
+		t.Run("two-phase enqueue completes", func(t *testing.T) {
+			t.Parallel()
+			for _, c := range []struct{ e, w, l, r, arg string }{{"e", "w", "l", "r", ""}, {"se", "sw", "sl", "sr", " 1"}} {
+				srv := tr.start(t)
+				obs, a, b, d := srv.Connect(t), srv.Connect(t), srv.Connect(t), srv.Connect(t)
+				tok := mustGrant(t, a.Do(c.l, "tp", "0"+c.arg), rOK, 33)
+				require.Equal(t, rQueued, b.Do(c.e, "tp", strings.TrimSpace(c.arg)))
+				d.Request(c.l, "tp", "30"+c.arg)
+				if c.l == "sl" {
+					waitSemWaiters(t, obs, "tp", 2)
+				} else {
+					waitLockWaiters(t, obs, "tp", 2)
+				}
+
+				done := make(chan error, 1)
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					defer cancel()
+					done <- srv.Shutdown(ctx)
+				}()
+				require.Eventually(t, func() bool { return obs.Do("ping", "_", "_") == rErrDraining },
+					5*time.Second, 5*time.Millisecond)
+				require.Equal(t, rErrDraining, obs.Do(c.e, "other", strings.TrimSpace(c.arg)), "a new enqueue")
+				require.Equal(t, rErrNotEnqueued, obs.Do(c.w, "tp", "0"), "w without an enqueue")
+				// A second auth answers error, as it does outside a drain.
+				require.Equal(t, rError, obs.Do("auth", "_", "x"))
+				require.Equal(t, rOK, a.Do(c.r, "tp", tok))
+				btok := mustGrant(t, b.Do(c.w, "tp", "10"), rOK, 33)
+				require.Equal(t, rOK, b.Do(c.r, "tp", btok))
+				line, err := d.ReadLine(10 * time.Second)
+				require.NoError(t, err)
+				mustGrant(t, line, rOK, 33)
+				select {
+				case err := <-done:
+					require.NoError(t, err)
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%s: Shutdown did not return", c.e)
+				}
+			}
 		})
 		t.Run("deadline cuts parked requests off", func(t *testing.T) {
 			t.Parallel()

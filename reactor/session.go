@@ -227,10 +227,15 @@ func (s *session) dispatch(req *codec.Request, now int64) {
 
 // allowedWhileDraining: release and renew still work during a drain. They
 // start nothing new, and a release is how a blocked request gets the grant
-// the drain is waiting for.
+// the drain is waiting for. So do w and sw: they only finish a two-phase
+// enqueue made before the drain (without one they answer
+// error_not_enqueued); refused, the enqueue would stay in line, take the
+// grant a release hands on, and hold up every request queued behind it
+// until the shutdown timeout. A second auth answers error as always.
 func allowedWhileDraining(c codec.Command) bool {
 	switch c {
-	case codec.CmdRelease, codec.CmdSemRelease, codec.CmdRenew, codec.CmdSemRenew:
+	case codec.CmdRelease, codec.CmdSemRelease, codec.CmdRenew, codec.CmdSemRenew,
+		codec.CmdWait, codec.CmdSemWait, codec.CmdAuth:
 		return true
 	}
 	return false
