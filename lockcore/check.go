@@ -191,6 +191,7 @@ func (c *core) checkInvariants(monotonic bool) error {
 
 	// Owner lists.
 	owned := make(map[*node]bool)
+	nTwoPhase := 0
 	for o, head := range c.owners {
 		if o.touched.Load()&shardBit == 0 {
 			return fmt.Errorf("owner %d in owners map but touched bit %d clear", o.id, c.index&63)
@@ -238,9 +239,16 @@ func (c *core) checkInvariants(monotonic bool) error {
 					return fmt.Errorf("%s: two two-phase entries on one key", on)
 				}
 				twoPhase[n.key] = true
+				nTwoPhase++
+				if c.twoPhase[ownerKey{o, n.key}] != n {
+					return fmt.Errorf("%s: two-phase entry missing from the two-phase index", on)
+				}
 			}
 			prev = n
 		}
+	}
+	if len(c.twoPhase) != nTwoPhase {
+		return fmt.Errorf("two-phase index has %d entries for %d two-phase nodes", len(c.twoPhase), nTwoPhase)
 	}
 	for n := range queued {
 		if n.owner != nil && !owned[n] {

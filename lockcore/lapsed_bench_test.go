@@ -82,3 +82,40 @@ func BenchmarkEnqueueWait(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTwoPhaseOwnerHolds: e + w + r by an owner that holds `held`
+// semaphore slots on other keys of the same shard (1024 keys × 1024 slots
+// is what the default --max-locks and --max-semaphore-limit allow one
+// connection). Finding the owner's two-phase entry walked everything the
+// owner had in the shard; it must not depend on held.
+func BenchmarkTwoPhaseOwnerHolds(b *testing.B) {
+	for _, held := range []int{0, 1024, 65536} {
+		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) {
+			now := int64(1)
+			tbl := fakeTable(Config{Shards: 1, DefaultLease: 3600, MaxLocks: 2048}, &now)
+			me := NewOwner(1)
+			const limit = 1024
+			for i := 0; i < held; i++ {
+				name := fmt.Appendf(nil, "held/%04d", i/limit)
+				if r := tbl.Acquire(me, Semaphores, name, 0, limit, 3600, nil, now); r.Code != codec.CodeOK {
+					b.Fatalf("sl %d: %v", i, r.Code)
+				}
+			}
+			key := []byte("twophase")
+			b.ReportAllocs()
+			for b.Loop() {
+				r := tbl.Enqueue(me, Locks, key, 1, 30, now)
+				if r.Code != codec.CodeAcquired {
+					b.Fatalf("e: %v", r.Code)
+				}
+				w := tbl.Wait(me, Locks, key, 0, nil, now)
+				if w.Code != codec.CodeOK {
+					b.Fatalf("w: %v", w.Code)
+				}
+				if code := tbl.Release(Locks, key, w.Token, now); code != codec.CodeOK {
+					b.Fatalf("r: %v", code)
+				}
+			}
+		})
+	}
+}
