@@ -386,6 +386,7 @@ func (g *gconn) flush(now int64) gnet.Action {
 		// gnet's close drops what the socket did not take.
 		if g.c.OutboundBuffered() == 0 {
 			g.sent()
+			g.releaseBig()
 		} else if g.owed > 0 {
 			g.owedMark = g.written
 		}
@@ -483,6 +484,7 @@ func (g *gconn) timerCheck(now int64) {
 		switch {
 		case buffered == 0:
 			g.stalled = false
+			g.releaseBig()
 			g.lastProgress = now // replies delivered count as progress
 			// Decoding may have stopped at the high-water mark; a
 			// half-closed connection closes now that all is written.

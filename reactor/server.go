@@ -120,6 +120,7 @@ type Server struct {
 	// cut something off.
 	cutOff   atomic.Int64
 	directs  atomic.Int64 // parked results written by their completer (tryDirect)
+	bigOut   atomic.Int64 // KiB of large replies not yet written (appendStats)
 	nextID   atomic.Uint64
 	draining atomic.Bool
 	refused  atomic.Int64 // connections closed at accept (over a cap)

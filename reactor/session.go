@@ -65,6 +65,9 @@ type session struct {
 	// peerEOF: the client shut down its sending side (OnReadEOF).
 	stalled bool
 	peerEOF bool
+	// bigKiB is what this connection's unsent large replies hold of the
+	// server's budget for them (appendStats), in KiB.
+	bigKiB uint32
 }
 
 func (s *session) init(srv *Server, tr transport, now int64) {
@@ -198,8 +201,7 @@ func (s *session) dispatch(req *codec.Request, now int64) {
 	case codec.CmdPing:
 		r.Code = codec.CodeOK
 	case codec.CmdStats:
-		s.record(req.Cmd, codec.CodeOK)
-		s.out = codec.AppendStats(s.out, srv.statsJSON(now))
+		s.appendStats(now)
 		return
 	case codec.CmdLock, codec.CmdSemLock:
 		r = tbl.Acquire(&s.owner, ns, req.Key, req.Timeout, req.Limit, req.Lease, s, now)
@@ -295,8 +297,72 @@ func (s *session) close(now int64) {
 		s.srv.cutOff.Add(1)
 	}
 	s.sent() // never will be
+	s.releaseBig()
 	s.srv.table.CloseOwner(&s.owner, now)
 	s.srv.conns.Add(-1)
+}
+
+// Large replies. A stats reply grows with the keys tracked: up to ~1.6 MB
+// with the default --max-locks and 256-byte keys of bytes JSON writes
+// six-fold (\u0001), far past the 64 KiB of replies a connection may leave
+// unsent before its requests wait unread (that bound is checked before
+// each request, and this is one request's reply). So a stats reply larger
+// than bigReply is charged to a server-wide budget of bigOutBudget until
+// the client's socket has taken all of it (or the connection is gone);
+// while the budget is spent, stats answers error. When nothing is charged
+// one reply of any size goes, so stats works however many keys there are.
+// Without it, each connection that sent one stats and stopped reading
+// held its own copy until the write timeout: 150 of them, 240 MB.
+const (
+	bigReply     = 64 << 10
+	bigOutBudget = 32 << 20
+)
+
+// appendStats answers stats.
+func (s *session) appendStats(now int64) {
+	srv := s.srv
+	if srv.bigOut.Load() >= bigOutBudget>>10 {
+		// Spent: refuse before rendering, which costs about 6 ms for
+		// 1,024 such keys.
+		s.record(codec.CmdStats, codec.CodeError)
+		s.out = codec.AppendStatus(s.out, codec.CodeError)
+		return
+	}
+	body := srv.statsJSON(now)
+	if len(body) > bigReply {
+		kib := int64(len(body)+len("ok \n")+1023) >> 10
+		if !srv.chargeBig(kib) {
+			s.record(codec.CmdStats, codec.CodeError)
+			s.out = codec.AppendStatus(s.out, codec.CodeError)
+			return
+		}
+		s.bigKiB += uint32(kib)
+	}
+	s.record(codec.CmdStats, codec.CodeOK)
+	s.out = codec.AppendStats(s.out, body)
+}
+
+// chargeBig takes kib of the large-reply budget: all of it fits, or
+// nothing is charged yet.
+func (srv *Server) chargeBig(kib int64) bool {
+	for {
+		cur := srv.bigOut.Load()
+		if cur > 0 && cur+kib > bigOutBudget>>10 {
+			return false
+		}
+		if srv.bigOut.CompareAndSwap(cur, cur+kib) {
+			return true
+		}
+	}
+}
+
+// releaseBig gives back the session's share of the large-reply budget:
+// its replies are all written to the socket, or it is closed.
+func (s *session) releaseBig() {
+	if s.bigKiB > 0 {
+		s.srv.bigOut.Add(-int64(s.bigKiB))
+		s.bigKiB = 0
+	}
 }
 
 type statsBody struct {

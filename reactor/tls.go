@@ -227,6 +227,7 @@ func (t *tlsConn) process(s *Server) {
 			}
 			// The write deadline is moved on below (setDeadlines).
 			t.sent()
+			t.releaseBig()
 		}
 		if t.mt != nil && t.mt.batch.mask != 0 {
 			t.mt.endBatch(time.Duration(s.table.Now() - now))
