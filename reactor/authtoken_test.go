@@ -63,6 +63,30 @@ func TestAuthTimeoutWithoutReadTimeout(t *testing.T) {
 	})
 }
 
+// Before authentication the timeout runs from the connect, not per line:
+// a stranger sending the lines of a request one by one, each just before
+// the deadline, held its slot for three timeouts.
+func TestAuthTimeoutCountsFromConnect(t *testing.T) {
+	eachTransport(t, func(t *testing.T, tr transport) {
+		const authTimeout = time.Second
+		srv := tr.start(t, func(c *reactortest.Config) {
+			c.Server.AuthToken = "s3cret"
+			c.Server.ReadTimeout = 0
+			c.Server.AuthTimeout = authTimeout
+		})
+		stranger := srv.Connect(t)
+		start := time.Now()
+		time.Sleep(700 * time.Millisecond)
+		stranger.Send("l\n")
+		line, err := stranger.ReadLine(5 * time.Second)
+		require.NoError(t, err)
+		require.Equal(t, rErrAuth, line)
+		// Per line it would come at 1.7 s.
+		require.Less(t, time.Since(start), 1500*time.Millisecond)
+		stranger.Closed(5 * time.Second)
+	})
+}
+
 // On the TLS port the handshake comes before auth: a stranger that never
 // starts it is closed after AuthTimeout too, not only at the (longer)
 // read timeout.

@@ -135,7 +135,12 @@ func (s *session) handle(in []byte, now int64, maxOut int) int {
 			}
 			if l := codec.CompleteLines(in[off:]); l > int(s.lines) {
 				s.lines = uint8(l)
-				s.lastProgress = now
+				// Before authentication the timeout runs from the
+				// connect, not per line: a stranger dribbling the
+				// lines of a request keeps its slot no longer.
+				if s.authed {
+					s.lastProgress = now
+				}
 			}
 			break
 		}
