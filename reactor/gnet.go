@@ -242,7 +242,7 @@ func (h *gnetHandler) OnClose(c gnet.Conn, _ error) gnet.Action {
 	lt.enter()
 	lt.wheel.Remove(&g.timer)
 	g.close(lt.clock())
-	h.srv.logConn("connection closed", g.owner.ID(), c.RemoteAddr())
+	h.srv.logClosed("connection closed", g.owner.ID(), c.RemoteAddr(), g.closeReason())
 	h.leave(lt, g, gnet.None)
 	return gnet.None
 }
@@ -288,6 +288,7 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 		// Not decoding: parked (replies keep request order) or the client
 		// is not reading its replies. Bound what it may pile up meanwhile.
 		if c.InboundBuffered() > h.srv.cfg.InboundCap {
+			g.closeFor(CloseInboundCap)
 			return gnet.Close
 		}
 		if g.parked && g.peerEOF {
@@ -305,6 +306,7 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 			// not from the next read on: none may come. The replies
 			// before that request go first (a grant among them must
 			// reach its client).
+			g.closeFor(CloseInboundCap)
 			discardAll(c)
 			if act := g.flush(now); act == gnet.Close {
 				return act
@@ -499,6 +501,7 @@ func (g *gconn) timerCheck(now int64) {
 			// timeout is for lines that have not arrived.
 			g.lastProgress = now
 		case now-g.stallSince >= int64(srv.cfg.WriteTimeout):
+			g.closeFor(CloseWriteTimeout)
 			_ = g.loop.el.Close(g.c)
 			return
 		}

@@ -248,6 +248,8 @@ type Metrics struct {
 	DirectResults uint64
 	// Draining is set once Shutdown has begun.
 	Draining bool
+	// Closes counts connections the server closed, by CloseReason.
+	Closes [NumCloseReasons]uint64
 	// Requests counts replies by command and status.
 	Requests [NumCommands][NumCodes]uint64
 	// Latency is, per command, the time from reading a request to writing
@@ -298,6 +300,9 @@ func (s *Server) Metrics() Metrics {
 		Parked:        s.parked.Load(),
 		DirectResults: uint64(s.directs.Load()),
 		Draining:      s.draining.Load(),
+	}
+	for i := range s.closes {
+		m.Closes[i] = uint64(s.closes[i].Load())
 	}
 	s.tlsMu.Lock()
 	m.TLSConnections = int64(len(s.tlsConns))

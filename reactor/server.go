@@ -121,6 +121,7 @@ type Server struct {
 	cutOff   atomic.Int64
 	directs  atomic.Int64 // parked results written by their completer (tryDirect)
 	bigOut   atomic.Int64 // KiB of large replies not yet written (appendStats)
+	closes   [NumCloseReasons]atomic.Int64
 	nextID   atomic.Uint64
 	draining atomic.Bool
 	refused  atomic.Int64 // connections closed at accept (over a cap)
@@ -387,6 +388,18 @@ func (s *Server) noteRefused(n int64) {
 func (s *Server) logConn(msg string, id uint64, remote net.Addr) {
 	if ce := s.log.Check(zap.DebugLevel, msg); ce != nil {
 		ce.Write(zap.Uint64("conn_id", id), zap.Stringer("remote", remote))
+	}
+}
+
+// logClosed logs a connection's close at debug level, with the reason
+// when the server closed it.
+func (s *Server) logClosed(msg string, id uint64, remote net.Addr, why string) {
+	if ce := s.log.Check(zap.DebugLevel, msg); ce != nil {
+		if why == "" {
+			ce.Write(zap.Uint64("conn_id", id), zap.Stringer("remote", remote))
+			return
+		}
+		ce.Write(zap.Uint64("conn_id", id), zap.Stringer("remote", remote), zap.String("reason", why))
 	}
 }
 

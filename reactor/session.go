@@ -65,6 +65,9 @@ type session struct {
 	// peerEOF: the client shut down its sending side (OnReadEOF).
 	stalled bool
 	peerEOF bool
+	// closeWhy is why the server is closing the connection (CloseReason
+	// + 1), 0 while it has no reason to (see closeFor).
+	closeWhy uint8
 	// bigKiB is what this connection's unsent large replies hold of the
 	// server's budget for them (appendStats), in KiB.
 	bigKiB uint32
@@ -130,7 +133,7 @@ func (s *session) handle(in []byte, now int64, maxOut int) int {
 		if n == 0 {
 			if err != nil { // an over-long line: the stream is lost
 				s.record(codec.CmdInvalid, s.failCode())
-				s.fail(now)
+				s.fail(now, CloseLineTooLong)
 				return len(in)
 			}
 			if l := codec.CompleteLines(in[off:]); l > int(s.lines) {
@@ -150,7 +153,7 @@ func (s *session) handle(in []byte, now int64, maxOut int) int {
 		if err != nil {
 			if !s.authed {
 				s.record(req.Cmd, codec.CodeErrorAuth)
-				s.fail(now)
+				s.fail(now, CloseAuthFailed)
 				return len(in)
 			}
 			s.record(req.Cmd, codec.CodeError)
@@ -164,7 +167,8 @@ func (s *session) handle(in []byte, now int64, maxOut int) int {
 
 // fail answers a request that ends the connection: error_auth (with the
 // anti-brute-force pause) before authentication, error after.
-func (s *session) fail(now int64) {
+func (s *session) fail(now int64, why CloseReason) {
+	s.closeFor(why)
 	if !s.authed {
 		s.out = codec.AppendStatus(s.out, codec.CodeErrorAuth)
 		s.closing = true
@@ -186,7 +190,7 @@ func (s *session) dispatch(req *codec.Request, now int64) {
 			return
 		}
 		s.record(req.Cmd, codec.CodeErrorAuth)
-		s.fail(now)
+		s.fail(now, CloseAuthFailed)
 		return
 	}
 	if srv.draining.Load() && !allowedWhileDraining(req.Cmd) {
@@ -271,7 +275,64 @@ func (s *session) failCode() codec.Code {
 // readTimedOut answers a read timeout like any request that ends the
 // connection: error, or before authentication error_auth and the close
 // after the anti-brute-force pause (PROTOCOL.md "Auth and TLS").
-func (s *session) readTimedOut(now int64) { s.fail(now) }
+func (s *session) readTimedOut(now int64) {
+	if s.authed {
+		s.fail(now, CloseReadTimeout)
+	} else {
+		s.fail(now, CloseAuthTimeout)
+	}
+}
+
+// CloseReason is why the server closed a connection, as counted by
+// dflockd_connections_closed_total{reason}. Closes the client began (a
+// close, a reset, a half-close) and the shutdown's have none.
+type CloseReason uint8
+
+const (
+	// CloseAuthFailed: the first request was not auth with the secret.
+	CloseAuthFailed CloseReason = iota
+	// CloseAuthTimeout: no auth in time (the TLS handshake included).
+	CloseAuthTimeout
+	// CloseReadTimeout: idle past --read-timeout.
+	CloseReadTimeout
+	// CloseLineTooLong: a line over the protocol's limit.
+	CloseLineTooLong
+	// CloseWriteTimeout: replies made no progress for --write-timeout.
+	CloseWriteTimeout
+	// CloseInboundCap: more than the inbound cap arrived unread, behind
+	// a blocked request or unread replies.
+	CloseInboundCap
+	// CloseTLSHandshake: the TLS handshake failed.
+	CloseTLSHandshake
+	// NumCloseReasons is the number of reasons.
+	NumCloseReasons
+)
+
+var closeReasonNames = [NumCloseReasons]string{"auth_failed", "auth_timeout", "read_timeout",
+	"line_too_long", "write_timeout", "inbound_cap", "tls_handshake"}
+
+func (r CloseReason) String() string {
+	if r < NumCloseReasons {
+		return closeReasonNames[r]
+	}
+	return "unknown"
+}
+
+// closeFor records why the server closes the connection; the first
+// reason stands. session.close counts it.
+func (s *session) closeFor(why CloseReason) {
+	if s.closeWhy == 0 {
+		s.closeWhy = uint8(why) + 1
+	}
+}
+
+// closeReason is the recorded reason, or "" when the server had none.
+func (s *session) closeReason() string {
+	if s.closeWhy == 0 {
+		return ""
+	}
+	return CloseReason(s.closeWhy - 1).String()
+}
 
 // readDeadline is when the read timeout fires, or 0 when none applies.
 // Before authentication it is never later than AuthTimeout.
@@ -303,6 +364,9 @@ func (s *session) close(now int64) {
 	}
 	s.sent() // never will be
 	s.releaseBig()
+	if s.closeWhy != 0 {
+		s.srv.closes[s.closeWhy-1].Add(1)
+	}
 	s.srv.table.CloseOwner(&s.owner, now)
 	s.srv.conns.Add(-1)
 }

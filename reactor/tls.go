@@ -31,6 +31,8 @@ type tlsConn struct {
 	// it while the session decodes.
 	room    sync.Cond
 	stopped bool // the processor returned
+	// capClosed: the reader ended the connection at the inbound cap.
+	capClosed bool
 	// pc is the TCP connection under nc (see progressConn); unsent is
 	// how many bytes of replies the processor's current write has not
 	// handed to it yet (0 while it is not writing), in 16 KiB steps.
@@ -86,6 +88,12 @@ func (t *tlsConn) serve(s *Server) {
 	}
 	_ = t.nc.SetDeadline(time.Now().Add(hsTimeout))
 	if err := t.nc.Handshake(); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.closeFor(CloseAuthTimeout)
+		} else {
+			t.closeFor(CloseTLSHandshake)
+		}
 		if ce := s.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
 			ce.Write(zap.Error(err), zap.Stringer("remote", t.nc.RemoteAddr()))
 		}
@@ -93,11 +101,14 @@ func (t *tlsConn) serve(s *Server) {
 	}
 	_ = t.nc.SetDeadline(time.Time{})
 	s.logConn("tls connection opened", t.owner.ID(), t.nc.RemoteAddr())
-	defer s.logConn("tls connection closed", t.owner.ID(), t.nc.RemoteAddr())
+	defer func() { s.logClosed("tls connection closed", t.owner.ID(), t.nc.RemoteAddr(), t.closeReason()) }()
 	t.setReadDeadline(now)
 	go t.read(s.cfg.InboundCap, s.cfg.OutboundHighWater)
 	t.process(s)
 	t.mu.Lock()
+	if t.capClosed {
+		t.closeFor(CloseInboundCap)
+	}
 	t.stopped = true
 	t.room.Broadcast()
 	t.mu.Unlock()
@@ -153,6 +164,9 @@ func (t *tlsConn) read(inboundCap, highWater int) {
 			}
 			t.wake()
 			t.room.Wait()
+		}
+		if over {
+			t.capClosed = true
 		}
 		over = over || t.stopped
 		var ne net.Error
@@ -220,6 +234,10 @@ func (t *tlsConn) process(s *Server) {
 			err := t.writeOut(s)
 			t.out = emptyOut(t.out)
 			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.closeFor(CloseWriteTimeout)
+				}
 				// The TLS close would try a close_notify (up to 5 s on
 				// a client that does not read): close the socket.
 				_ = t.nc.NetConn().Close()

@@ -50,6 +50,7 @@ var (
 	dAccepted     = desc("connections_accepted_total", "Client connections accepted and served: past the connection cap and the drain check (connections refused at the cap or out of descriptors, or closed while draining, are not counted).")
 	dConnCap      = desc("connection_cap", "Effective connection cap: --max-connections or the open-file limit less a reserve, whichever is lower.")
 	dRejections   = desc("rejections_total", "Requests and connections refused by a limit: max_locks and max_waiters (replies error_max_locks, error_max_waiters) and max_connections (connections closed at accept).", "reason")
+	dCloses       = desc("connections_closed_total", "Connections the server closed, by reason: auth_failed, auth_timeout (no auth in time, TLS handshake included), read_timeout, line_too_long, write_timeout, inbound_cap, tls_handshake (failed). Closes by the client or the shutdown are not counted.", "reason")
 	dRequests     = desc("requests_total", "Requests answered, by command and result (the reply status; command \"invalid\" for requests that did not decode).", "command", "result")
 	dLatency      = desc("request_duration_seconds", "Server-side request latency by command: from reading the request to writing its reply, time parked on a lock excluded.", "command")
 	dWait         = desc("parked_wait_seconds", "Time requests spent parked on a lock before their grant or timeout, by command.", "command")
@@ -72,7 +73,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		dConnections, dAccepted, dConnCap, dRejections, dRequests, dLatency, dWait,
+		dConnections, dAccepted, dConnCap, dRejections, dCloses, dRequests, dLatency, dWait,
 		dGrants, dHandoffs, dExpiries, dDisconnects, dWaitTimeouts, dHeld, dWaiters,
 		dParked, dDirect, dKeys, dMaxLocks, dTimers, dBusy, dDraining,
 	} {
@@ -109,6 +110,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, dRejections, float64(maxLocks), "max_locks")
 	counter(ch, dRejections, float64(maxWaiters), "max_waiters")
 	counter(ch, dRejections, float64(m.Refused), "max_connections")
+	for r, n := range m.Closes {
+		counter(ch, dCloses, float64(n), reactor.CloseReason(r).String())
+	}
 	draining := 0.0
 	if m.Draining {
 		draining = 1

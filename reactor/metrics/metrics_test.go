@@ -206,6 +206,23 @@ func TestRejections(t *testing.T) {
 	assert.Equal(t, 1.0, m["dflockd_connections_accepted_total"])
 }
 
+// Closes by the server are exported by reason, every reason always.
+func TestClosesExported(t *testing.T) {
+	t.Parallel()
+	srv, reg := start(t, false, func(c *reactortest.Config) { c.Server.ReadTimeout = 100 * time.Millisecond })
+	c := srv.Connect(t)
+	require.Equal(t, codec.CodeError.String(), c.Line())
+	c.Closed(5 * time.Second)
+	m := waitMetric(t, reg, "dflockd_connections_closed_total{reason=read_timeout}", 1)
+	for r := range reactor.NumCloseReasons {
+		if r != reactor.CloseReadTimeout {
+			name := "dflockd_connections_closed_total{reason=" + r.String() + "}"
+			require.Contains(t, m, name)
+			assert.Zero(t, m[name], name)
+		}
+	}
+}
+
 // fakeSource serves fixed figures to a Collector.
 type fakeSource struct{ m reactor.Metrics }
 
