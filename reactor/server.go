@@ -126,10 +126,12 @@ type Server struct {
 	draining atomic.Bool
 	refused  atomic.Int64 // connections closed at accept (over a cap)
 	accepted atomic.Uint64
-	// refusals are logged at most once a second, with a count (the accept
-	// loop is the only writer).
+	// refusals are logged at most once a second, with a count; the rest
+	// of a burst when the second is up (noteRefused).
+	refusedMu     sync.Mutex
 	refusedLogged int64
 	refusedLogAt  time.Time
+	refusedTail   bool // a log of the rest of a burst is scheduled
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopTimers
@@ -372,16 +374,39 @@ func (s *Server) Refused() int64 { return s.refused.Load() }
 // noteRefused counts refused connections and logs a warning at most once a
 // second, so a flood cannot flood the log too.
 func (s *Server) noteRefused(n int64) {
-	total := s.refused.Add(n)
-	if now := time.Now(); now.Sub(s.refusedLogAt) >= time.Second {
-		s.log.Warn("refusing connections: at the connection cap or out of file descriptors",
-			zap.Int64("refused_since_last_log", total-s.refusedLogged),
-			zap.Int64("refused_total", total),
-			zap.Int64("connection_cap", s.connCap),
-			zap.Int64("open_connections", s.conns.Load()))
-		s.refusedLogged = total
-		s.refusedLogAt = now
+	s.refused.Add(n)
+	s.refusedMu.Lock()
+	defer s.refusedMu.Unlock()
+	since := time.Since(s.refusedLogAt)
+	if since >= time.Second {
+		s.logRefusedLocked()
+		return
 	}
+	// Within a second of the last line: the rest of the burst is logged
+	// when the second is up, so that it is not left out when no refusal
+	// follows.
+	if !s.refusedTail {
+		s.refusedTail = true
+		time.AfterFunc(time.Second-since, func() {
+			s.refusedMu.Lock()
+			defer s.refusedMu.Unlock()
+			s.refusedTail = false
+			if s.refused.Load() > s.refusedLogged {
+				s.logRefusedLocked()
+			}
+		})
+	}
+}
+
+func (s *Server) logRefusedLocked() {
+	total := s.refused.Load()
+	s.log.Warn("refusing connections: at the connection cap or out of file descriptors",
+		zap.Int64("refused_since_last_log", total-s.refusedLogged),
+		zap.Int64("refused_total", total),
+		zap.Int64("connection_cap", s.connCap),
+		zap.Int64("open_connections", s.conns.Load()))
+	s.refusedLogged = total
+	s.refusedLogAt = time.Now()
 }
 
 // logConn logs a connection event at debug level (free when debug is off).
