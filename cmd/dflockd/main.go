@@ -52,6 +52,15 @@ func setGCPercent(getenv func(string) string) int {
 	return defaultGCPercent
 }
 
+// loopsServing is the event loops the start-up line reports: none on a
+// TLS port, which crypto/tls serves with goroutines.
+func loopsServing(loops int, tls bool) int {
+	if tls {
+		return 0
+	}
+	return loops
+}
+
 // eventLoops is the number of gnet event loops: --event-loops, or one per
 // CPU.
 func eventLoops(o *options) int {
@@ -224,7 +233,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 		zap.Int64("gc_max_idle_s", o.GCMaxIdle),
 		zap.Bool("auto_release_on_disconnect", o.AutoRelease),
 		zap.Duration("tick", o.Tick),
-		zap.Int("event_loops", loops),
+		zap.Int("event_loops", loopsServing(loops, tlsCfg != nil)),
 		zap.Int("gomaxprocs", procs),
 		zap.Int("gogc", gcPercent),
 		zap.String("fence_state_file", o.FenceStateFile),

@@ -753,3 +753,17 @@ func TestTLS(t *testing.T) {
 		require.True(t, srv.running())
 	})
 }
+
+// A TLS port runs no event loops: the start-up line says so (it said
+// --event-loops' number), and the connection cap keeps no descriptors
+// for them.
+func TestTLSStartupLine(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, _ := selfSignedCert(t)
+	const nofile = 512
+	srv := startServer(t, procConfig{nofile: nofile, args: []string{"--log-format", "json",
+		"--tls-cert", certFile, "--tls-key", keyFile, "--event-loops", "2"}})
+	info := srv.listeningLine(t)
+	assert.Zero(t, info.EventLoops)
+	assert.Equal(t, int64(nofile-fdReserve(false)), info.ConnectionCap)
+}
