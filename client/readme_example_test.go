@@ -158,23 +158,12 @@ func TestClientDuringDrain(t *testing.T) {
 	require.True(t, ok)
 	w := &client.Lock{Key: "k", Servers: []string{srv.Addr}, AcquireTimeout: 20 * time.Second}
 	defer func() { _ = w.Close() }()
-	got := make(chan error, 1)
-	go func() {
-		ok, err := w.Acquire(ctx)
-		if err == nil && !ok {
-			err = errors.New("timeout")
-		}
-		got <- err
-	}()
+	got := inBackground(func() (bool, error) { return w.Acquire(ctx) })
 	require.Eventually(t, func() bool {
 		st, ok := lockStat(srv, "k")
 		return ok && st.Waiters == 1
 	}, 5*time.Second, 10*time.Millisecond)
-	shut := make(chan error, 1)
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	go func() { shut <- srv.Shutdown(sctx) }()
-	require.Eventually(t, srv.Draining, 5*time.Second, time.Millisecond)
+	shut := drainInBackground(t, srv, 10*time.Second)
 	c := &client.Lock{Key: "other", Servers: []string{srv.Addr}}
 	_, err = c.Acquire(ctx) // no new connections while draining
 	t.Logf("new Lock during drain: %v", err)
@@ -203,33 +192,15 @@ func TestTwoPhaseAcrossDrain(t *testing.T) {
 	t.Logf("B enqueue: %v", st)
 	c := &client.Lock{Key: "k", Servers: []string{srv.Addr}, AcquireTimeout: 20 * time.Second}
 	defer func() { _ = c.Close() }()
-	got := make(chan error, 1)
-	go func() {
-		ok, err := c.Acquire(ctx)
-		if err == nil && !ok {
-			err = errors.New("timeout")
-		}
-		got <- err
-	}()
+	got := inBackground(func() (bool, error) { return c.Acquire(ctx) })
 	require.Eventually(t, func() bool {
 		st, ok := lockStat(srv, "k")
 		return ok && st.Waiters == 2
 	}, 5*time.Second, 10*time.Millisecond)
-	shut := make(chan error, 1)
-	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
 	start := time.Now()
-	go func() { shut <- srv.Shutdown(sctx) }()
-	require.Eventually(t, srv.Draining, 5*time.Second, time.Millisecond)
+	shut := drainInBackground(t, srv, 3*time.Second)
 
-	waited := make(chan error, 1)
-	go func() {
-		okB, errB := b.Wait(ctx, 5*time.Second)
-		if errB == nil && !okB {
-			errB = errors.New("timeout")
-		}
-		waited <- errB
-	}()
+	waited := inBackground(func() (bool, error) { return b.Wait(ctx, 5*time.Second) })
 	require.NoError(t, a.Release(ctx))
 	require.NoError(t, <-waited, "B's Wait during the drain")
 	require.NoError(t, b.Release(ctx))
@@ -238,4 +209,32 @@ func TestTwoPhaseAcrossDrain(t *testing.T) {
 	t.Logf("C acquire: %v; shutdown: %v after %v", errC, errShut, time.Since(start).Round(time.Millisecond))
 	assert.NoError(t, errC, "C, parked before the drain, should get the lock A released")
 	assert.NoError(t, errShut, "the drain should end once A released")
+}
+
+// inBackground runs an acquire-like call on its own goroutine and sends
+// its outcome, a timeout as an error.
+func inBackground(f func() (bool, error)) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		ok, err := f()
+		if err == nil && !ok {
+			err = errors.New("timeout")
+		}
+		ch <- err
+	}()
+	return ch
+}
+
+// drainInBackground starts srv.Shutdown, bounded by d, and returns once
+// the server drains; Shutdown's result comes on the channel.
+func drainInBackground(t *testing.T, srv *reactortest.Server, d time.Duration) <-chan error {
+	t.Helper()
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		shut <- srv.Shutdown(ctx)
+	}()
+	require.Eventually(t, srv.Draining, 5*time.Second, time.Millisecond)
+	return shut
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lockreactor/dflockd/reactor/reactortest"
 )
 
 // PROTOCOL.md "Drain": Server.Shutdown.
@@ -22,15 +24,8 @@ func TestDrain(t *testing.T) {
 			b.Send(req("l", "dr", "30") + req("ping", "_", "_"))
 			waitLockWaiters(t, obs, "dr", 1)
 
-			done := make(chan error, 1)
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				done <- srv.Shutdown(ctx)
-			}()
+			done := beginDrain(t, srv, obs)
 			// New requests on existing connections answer error_draining.
-			require.Eventually(t, func() bool { return obs.Do("ping", "_", "_") == rErrDraining },
-				5*time.Second, 5*time.Millisecond)
 			require.Equal(t, rErrDraining, obs.Do("l", "new", "0"))
 			require.Equal(t, rErrDraining, obs.Do("stats", "_", "_"))
 			// Renew and release still work: they start nothing new, and a
@@ -79,14 +74,7 @@ func TestDrain(t *testing.T) {
 					waitLockWaiters(t, obs, "tp", 2)
 				}
 
-				done := make(chan error, 1)
-				go func() {
-					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-					defer cancel()
-					done <- srv.Shutdown(ctx)
-				}()
-				require.Eventually(t, func() bool { return obs.Do("ping", "_", "_") == rErrDraining },
-					5*time.Second, 5*time.Millisecond)
+				done := beginDrain(t, srv, obs)
 				require.Equal(t, rErrDraining, obs.Do(c.e, "other", strings.TrimSpace(c.arg)), "a new enqueue")
 				require.Equal(t, rErrNotEnqueued, obs.Do(c.w, "tp", "0"), "w without an enqueue")
 				// A second auth answers error, as it does outside a drain.
@@ -132,4 +120,19 @@ func TestDrain(t *testing.T) {
 			c.Closed(5 * time.Second)
 		})
 	})
+}
+
+// beginDrain starts srv.Shutdown (20 s bound) and returns once obs's
+// requests answer error_draining; Shutdown's result comes on the channel.
+func beginDrain(t *testing.T, srv *reactortest.Server, obs *reactortest.Conn) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	require.Eventually(t, func() bool { return obs.Do("ping", "_", "_") == rErrDraining },
+		5*time.Second, 5*time.Millisecond)
+	return done
 }

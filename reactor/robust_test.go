@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,7 +27,24 @@ import (
 // dialRaw connects to srv the way tr serves it, for raw I/O.
 func dialRaw(t *testing.T, tr transport, srv *reactortest.Server) net.Conn {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", srv.Addr, 5*time.Second)
+	return dialTuned(t, tr, srv, nil)
+}
+
+// dialTuned is dialRaw with socket options set by tune (when not nil)
+// before the connect.
+func dialTuned(t *testing.T, tr transport, srv *reactortest.Server, tune func(fd int) error) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if tune != nil {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = tune(int(fd)) }); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	nc, err := d.Dial("tcp", srv.Addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = nc.Close() })
 	if !tr.tls {

@@ -1,7 +1,6 @@
 package reactor_test
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -26,30 +25,12 @@ func escapedKey(i int) string {
 // MSS the kernel would take megabytes of replies off the server).
 func dialSlowReader(t *testing.T, tr transport, srv *reactortest.Server) net.Conn {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 1460)
-			if serr == nil {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
-			}
-		})
-		if err != nil {
+	return dialTuned(t, tr, srv, func(fd int) error {
+		if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 1460); err != nil {
 			return err
 		}
-		return serr
-	}}
-	nc, err := d.Dial("tcp", srv.Addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = nc.Close() })
-	if !tr.tls {
-		return nc
-	}
-	tc := tlsClient(nc, srv)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(t, tc.HandshakeContext(ctx))
-	return tc
+		return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
+	})
 }
 
 // One 10-byte stats request can make a reply of megabytes. Each connection

@@ -4,7 +4,6 @@ package reactor_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"net"
 	"strings"
@@ -29,27 +28,9 @@ import (
 // receive buffer, so that the kernel holds little of a reply for it.
 func dialSmallRcvBuf(t *testing.T, tr transport, srv *reactortest.Server) net.Conn {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	nc, err := d.Dial("tcp", srv.Addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = nc.Close() })
-	if !tr.tls {
-		return nc
-	}
-	tc := tls.Client(nc, srv.ClientTLS)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(t, tc.HandshakeContext(ctx))
-	return tc
+	return dialTuned(t, tr, srv, func(fd int) error {
+		return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
+	})
 }
 
 // slowReadLine reads one '\n'-terminated line from c at about rate
