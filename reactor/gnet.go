@@ -284,9 +284,12 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 		discardAll(c)
 		return g.flush(now) // closes when due (flush)
 	}
-	if !g.unpark(now) || c.OutboundBuffered() >= h.srv.cfg.OutboundHighWater {
-		// Not decoding: parked (replies keep request order) or the client
-		// is not reading its replies. Bound what it may pile up meanwhile.
+	if !g.unpark(now) || c.OutboundBuffered() >= h.srv.cfg.OutboundHighWater || g.bigKiB > 0 {
+		// Not decoding: parked (replies keep request order), the client
+		// is not reading its replies, or a large reply charged to the
+		// server's budget is not all written yet (one at a time per
+		// connection: its share comes back only when gnet's buffer is
+		// empty). Bound what it may pile up meanwhile.
 		if c.InboundBuffered() > h.srv.cfg.InboundCap {
 			g.closeFor(CloseInboundCap)
 			return gnet.Close

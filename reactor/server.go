@@ -391,6 +391,11 @@ func (s *Server) noteRefused(n int64) {
 			s.refusedMu.Lock()
 			defer s.refusedMu.Unlock()
 			s.refusedTail = false
+			select {
+			case <-s.stopCh:
+				return // nothing is logged after Close
+			default:
+			}
 			if s.refused.Load() > s.refusedLogged {
 				s.logRefusedLocked()
 			}

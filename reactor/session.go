@@ -380,6 +380,9 @@ func (s *session) close(now int64) {
 // the client's socket has taken all of it (or the connection is gone);
 // while the budget is spent, stats answers error. When nothing is charged
 // one reply of any size goes, so stats works however many keys there are.
+// A connection holds at most one such reply: on the event loops it is not
+// decoded while it has one (gnet.go serve); on TLS the processor writes
+// each batch, which holds at most one, before it decodes again.
 // Without it, each connection that sent one stats and stopped reading
 // held its own copy until the write timeout: 150 of them, 240 MB.
 const (

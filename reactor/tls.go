@@ -3,10 +3,12 @@ package reactor
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -88,12 +90,7 @@ func (t *tlsConn) serve(s *Server) {
 	}
 	_ = t.nc.SetDeadline(time.Now().Add(hsTimeout))
 	if err := t.nc.Handshake(); err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			t.closeFor(CloseAuthTimeout)
-		} else {
-			t.closeFor(CloseTLSHandshake)
-		}
+		t.handshakeFailed(s, err)
 		if ce := s.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
 			ce.Write(zap.Error(err), zap.Stringer("remote", t.nc.RemoteAddr()))
 		}
@@ -102,7 +99,9 @@ func (t *tlsConn) serve(s *Server) {
 	_ = t.nc.SetDeadline(time.Time{})
 	s.logConn("tls connection opened", t.owner.ID(), t.nc.RemoteAddr())
 	defer func() { s.logClosed("tls connection closed", t.owner.ID(), t.nc.RemoteAddr(), t.closeReason()) }()
-	t.setReadDeadline(now)
+	// The deadline still counts from the connect (the handshake took
+	// part of it): convert it with the clock as it is now.
+	t.setReadDeadline(s.table.Now())
 	go t.read(s.cfg.InboundCap, s.cfg.OutboundHighWater)
 	t.process(s)
 	t.mu.Lock()
@@ -113,6 +112,28 @@ func (t *tlsConn) serve(s *Server) {
 	t.room.Broadcast()
 	t.mu.Unlock()
 	close(t.done)
+}
+
+// handshakeFailed records why the handshake ended the connection: too
+// slow (auth_timeout: the handshake counts toward the time a connection
+// may stay unauthenticated) or a TLS protocol failure (tls_handshake). A
+// client that closed or reset (a load balancer's TCP check, a port scan)
+// and the shutdown's closes are no reason.
+func (t *tlsConn) handshakeFailed(s *Server, err error) {
+	select {
+	case <-s.stopCh:
+		return
+	default:
+	}
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		t.closeFor(CloseAuthTimeout)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+	default:
+		t.closeFor(CloseTLSHandshake)
+	}
 }
 
 // read moves bytes from the socket into in until the connection ends.
