@@ -196,7 +196,11 @@ type core struct {
 	// owner holds or waits for here (a walk of the owner's list was
 	// O(its nodes): 25 ms per request with 131,072 semaphore slots).
 	twoPhase map[ownerKey]*node
-	wheel    *wheel.Wheel
+	// twoPhasePeak is the most entries twoPhase held since it was made:
+	// Go maps never shrink, so after a burst (connections × keys
+	// entries) clearTwoPhase rebuilds it once it is down to a quarter.
+	twoPhasePeak int
+	wheel        *wheel.Wheel
 	// idle keys, oldest first
 	idleHead, idleTail *key
 	free               *node // free list through knext
@@ -338,16 +342,32 @@ func (c *core) twoPhaseNode(o *Owner, k *key) *node {
 func (c *core) setTwoPhase(n *node) {
 	n.twoPhase = true
 	c.twoPhase[ownerKey{n.owner, n.key}] = n
+	c.twoPhasePeak = max(c.twoPhasePeak, len(c.twoPhase))
 }
+
+// minTwoPhaseShrink: an index that never held more entries than this is
+// not worth rebuilding.
+const minTwoPhaseShrink = 4096
 
 // clearTwoPhase ends n's two-phase state (a w collected it, its owner
 // closed, or it is freed). Every path that ends it goes through here, so
 // core.twoPhase holds exactly the nodes with twoPhase set (checked by
 // check).
 func (c *core) clearTwoPhase(n *node) {
-	if n.twoPhase {
-		delete(c.twoPhase, ownerKey{n.owner, n.key})
-		n.twoPhase = false
+	if !n.twoPhase {
+		return
+	}
+	delete(c.twoPhase, ownerKey{n.owner, n.key})
+	n.twoPhase = false
+	if c.twoPhasePeak > minTwoPhaseShrink && len(c.twoPhase) < c.twoPhasePeak/4 {
+		// Copying the rest costs less than the deletions since the peak.
+		// (Not maps.Clone: it may keep the old table's size.)
+		m := make(map[ownerKey]*node, len(c.twoPhase))
+		for k, v := range c.twoPhase {
+			m[k] = v
+		}
+		c.twoPhase = m
+		c.twoPhasePeak = len(m)
 	}
 }
 
