@@ -125,7 +125,6 @@ func TestDrainPipelinedFlood(t *testing.T) {
 	const conns = 6
 	type result struct {
 		data    []byte
-		sent    int
 		readErr error
 	}
 	results := make([]result, conns)
@@ -147,7 +146,6 @@ func TestDrainPipelinedFlood(t *testing.T) {
 				if _, err := io.WriteString(nc, burst); err != nil {
 					return
 				}
-				results[i].sent += 100
 				time.Sleep(time.Millisecond)
 			}
 		}()
