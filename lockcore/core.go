@@ -347,7 +347,7 @@ func (c *core) setTwoPhase(n *node) {
 
 // minTwoPhaseShrink: an index that never held more entries than this is
 // not worth rebuilding.
-const minTwoPhaseShrink = 4096
+const minTwoPhaseShrink = 256
 
 // clearTwoPhase ends n's two-phase state (a w collected it, its owner
 // closed, or it is freed). Every path that ends it goes through here, so

@@ -294,7 +294,7 @@ func (h *r9run) fail(format string, args ...any) {
 	h.t.Fatalf("step %d: %s\nconfig %+v\nlast:\n%s", h.step, fmt.Sprintf(format, args...), h.cfg, strings.Join(lines[start:], "\n"))
 }
 
-func TestTwoPhaseTwoPhaseRandom(t *testing.T) {
+func TestTwoPhaseRandom(t *testing.T) {
 	seeds, steps := 400, 600
 	if *flagLong {
 		seeds, steps = 3000, 1500

@@ -284,6 +284,11 @@ func (h *gnetHandler) serve(g *gconn) gnet.Action {
 		discardAll(c)
 		return g.flush(now) // closes when due (flush)
 	}
+	if g.bigKiB > 0 && c.OutboundBuffered() == 0 {
+		// Written: gnet empties its buffer without telling us, and the
+		// stall check may be up to 50 ms away.
+		g.releaseBig()
+	}
 	if !g.unpark(now) || c.OutboundBuffered() >= h.srv.cfg.OutboundHighWater || g.bigKiB > 0 {
 		// Not decoding: parked (replies keep request order), the client
 		// is not reading its replies, or a large reply charged to the

@@ -557,6 +557,10 @@ func (s *Server) stopAccepting() {
 func (s *Server) Close() {
 	s.stopOnce.Do(func() {
 		close(s.stopCh)
+		// A refusal log's tail running now finishes before Close goes
+		// on; later ones see stopCh closed (noteRefused).
+		s.refusedMu.Lock()
+		s.refusedMu.Unlock() //nolint:staticcheck // an empty critical section: a barrier
 		_ = s.ln.Close()
 		// Required before cli.Stop: Serve enrolls without waiting
 		// (EnrollAsync), and only registrations queued before the
