@@ -92,7 +92,11 @@ func (t *tlsConn) serve(s *Server) {
 	if err := t.nc.Handshake(); err != nil {
 		t.handshakeFailed(s, err)
 		if ce := s.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
-			ce.Write(zap.Error(err), zap.Stringer("remote", t.nc.RemoteAddr()))
+			fields := []zap.Field{zap.Error(err), zap.Stringer("remote", t.nc.RemoteAddr())}
+			if why := t.closeReason(); why != "" {
+				fields = append(fields, zap.String("reason", why))
+			}
+			ce.Write(fields...)
 		}
 		return
 	}
