@@ -2,6 +2,7 @@ package reactor_test
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"testing"
 	"time"
@@ -32,17 +33,14 @@ func TestClientClosesNotCounted(t *testing.T) {
 			{"reset while parked", func(t *testing.T, srv *reactortest.Server) {
 				holder := srv.Connect(t)
 				lock(t, holder, "k")
-				nc, err := net.Dial("tcp", srv.Addr)
-				require.NoError(t, err)
-				c := net.Conn(nc)
-				if tr.tls {
-					tc := tlsClient(nc, srv)
-					require.NoError(t, tc.Handshake())
-					c = tc
-				}
-				_, err = c.Write([]byte(req("l", "k", "30")))
+				c := dialRaw(t, tr, srv)
+				_, err := c.Write([]byte(req("l", "k", "30")))
 				require.NoError(t, err)
 				waitLockWaiters(t, holder, "k", 1)
+				nc := c
+				if tc, ok := c.(*tls.Conn); ok {
+					nc = tc.NetConn()
+				}
 				_ = nc.(*net.TCPConn).SetLinger(0)
 				_ = nc.Close()
 				waitLockWaiters(t, holder, "k", 0)
@@ -50,16 +48,8 @@ func TestClientClosesNotCounted(t *testing.T) {
 			{"half-close while parked", func(t *testing.T, srv *reactortest.Server) {
 				holder := srv.Connect(t)
 				lock(t, holder, "k")
-				nc, err := net.Dial("tcp", srv.Addr)
-				require.NoError(t, err)
-				defer func() { _ = nc.Close() }()
-				c := net.Conn(nc)
-				if tr.tls {
-					tc := tlsClient(nc, srv)
-					require.NoError(t, tc.Handshake())
-					c = tc
-				}
-				_, err = c.Write([]byte(req("l", "k", "30")))
+				c := dialRaw(t, tr, srv)
+				_, err := c.Write([]byte(req("l", "k", "30")))
 				require.NoError(t, err)
 				waitLockWaiters(t, holder, "k", 1)
 				if tc, ok := c.(interface{ CloseWrite() error }); ok {
