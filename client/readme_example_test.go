@@ -130,15 +130,12 @@ func TestReadmeExampleServerGone(t *testing.T) {
 func TestLockTimeoutFalseNil(t *testing.T) {
 	srv := reactortest.Start(t)
 	ctx := context.Background()
-	a := &client.Lock{Key: "k", Servers: []string{srv.Addr}}
-	ok, err := a.Acquire(ctx)
-	require.NoError(t, err)
-	require.True(t, ok)
+	a := heldLock(t, srv, "k")
 	defer func() { _ = a.Close() }()
 	b := &client.Lock{Key: "k", Servers: []string{srv.Addr}, AcquireTimeout: 200 * time.Millisecond}
 	defer func() { _ = b.Close() }()
 	start := time.Now()
-	ok, err = b.Acquire(ctx)
+	ok, err := b.Acquire(ctx)
 	el := time.Since(start)
 	assert.NoError(t, err)
 	assert.False(t, ok)
@@ -152,10 +149,7 @@ func TestLockTimeoutFalseNil(t *testing.T) {
 func TestClientDuringDrain(t *testing.T) {
 	srv := reactortest.Start(t)
 	ctx := context.Background()
-	a := &client.Lock{Key: "k", Servers: []string{srv.Addr}}
-	ok, err := a.Acquire(ctx)
-	require.NoError(t, err)
-	require.True(t, ok)
+	a := heldLock(t, srv, "k")
 	w := &client.Lock{Key: "k", Servers: []string{srv.Addr}, AcquireTimeout: 20 * time.Second}
 	defer func() { _ = w.Close() }()
 	got := inBackground(func() (bool, error) { return w.Acquire(ctx) })
@@ -165,7 +159,7 @@ func TestClientDuringDrain(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	shut := drainInBackground(t, srv, 10*time.Second)
 	c := &client.Lock{Key: "other", Servers: []string{srv.Addr}}
-	_, err = c.Acquire(ctx) // no new connections while draining
+	_, err := c.Acquire(ctx) // no new connections while draining
 	t.Logf("new Lock during drain: %v", err)
 	assert.Error(t, err)
 	_ = c.Close()
@@ -181,10 +175,7 @@ func TestClientDuringDrain(t *testing.T) {
 func TestTwoPhaseAcrossDrain(t *testing.T) {
 	srv := reactortest.Start(t)
 	ctx := context.Background()
-	a := &client.Lock{Key: "k", Servers: []string{srv.Addr}}
-	ok, err := a.Acquire(ctx)
-	require.NoError(t, err)
-	require.True(t, ok)
+	a := heldLock(t, srv, "k")
 	b := &client.Lock{Key: "k", Servers: []string{srv.Addr}}
 	defer func() { _ = b.Close() }()
 	st, err := b.Enqueue(ctx)
@@ -237,4 +228,14 @@ func drainInBackground(t *testing.T, srv *reactortest.Server, d time.Duration) <
 	}()
 	require.Eventually(t, srv.Draining, 5*time.Second, time.Millisecond)
 	return shut
+}
+
+// heldLock returns a Lock on key that holds it.
+func heldLock(t *testing.T, srv *reactortest.Server, key string) *client.Lock {
+	t.Helper()
+	l := &client.Lock{Key: key, Servers: []string{srv.Addr}}
+	ok, err := l.Acquire(context.Background())
+	require.NoError(t, err)
+	require.True(t, ok)
+	return l
 }

@@ -18,45 +18,37 @@ import (
 // a close during a drain, a half-close with replies pending.
 func TestClientClosesNotCounted(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport) {
+		// parkedThen parks a request on a held key, then ends its
+		// connection the client's way.
+		parkedThen := func(end func(c net.Conn)) func(t *testing.T, srv *reactortest.Server) {
+			return func(t *testing.T, srv *reactortest.Server) {
+				holder := srv.Connect(t)
+				lock(t, holder, "k")
+				c := dialRaw(t, tr, srv)
+				_, err := c.Write([]byte(req("l", "k", "30")))
+				require.NoError(t, err)
+				waitLockWaiters(t, holder, "k", 1)
+				end(c)
+				waitLockWaiters(t, holder, "k", 0)
+			}
+		}
 		cases := []struct {
 			name    string
 			provoke func(t *testing.T, srv *reactortest.Server)
 		}{
-			{"close while parked", func(t *testing.T, srv *reactortest.Server) {
-				holder, c := srv.Connect(t), srv.Connect(t)
-				lock(t, holder, "k")
-				c.Request("l", "k", "30")
-				waitLockWaiters(t, holder, "k", 1)
-				_ = c.Close()
-				waitLockWaiters(t, holder, "k", 0)
-			}},
-			{"reset while parked", func(t *testing.T, srv *reactortest.Server) {
-				holder := srv.Connect(t)
-				lock(t, holder, "k")
-				c := dialRaw(t, tr, srv)
-				_, err := c.Write([]byte(req("l", "k", "30")))
-				require.NoError(t, err)
-				waitLockWaiters(t, holder, "k", 1)
-				nc := c
+			{"close while parked", parkedThen(func(c net.Conn) { _ = c.Close() })},
+			{"reset while parked", parkedThen(func(c net.Conn) {
 				if tc, ok := c.(*tls.Conn); ok {
-					nc = tc.NetConn()
+					c = tc.NetConn()
 				}
-				_ = nc.(*net.TCPConn).SetLinger(0)
-				_ = nc.Close()
-				waitLockWaiters(t, holder, "k", 0)
-			}},
-			{"half-close while parked", func(t *testing.T, srv *reactortest.Server) {
-				holder := srv.Connect(t)
-				lock(t, holder, "k")
-				c := dialRaw(t, tr, srv)
-				_, err := c.Write([]byte(req("l", "k", "30")))
-				require.NoError(t, err)
-				waitLockWaiters(t, holder, "k", 1)
-				if tc, ok := c.(interface{ CloseWrite() error }); ok {
-					_ = tc.CloseWrite()
+				_ = c.(*net.TCPConn).SetLinger(0)
+				_ = c.Close()
+			})},
+			{"half-close while parked", parkedThen(func(c net.Conn) {
+				if cw, ok := c.(interface{ CloseWrite() error }); ok {
+					_ = cw.CloseWrite()
 				}
-				waitLockWaiters(t, holder, "k", 0)
-			}},
+			})},
 			{"close during a write stall", func(t *testing.T, srv *reactortest.Server) {
 				holdNamed(t, srv.Connect(t), 1024, escapedKey)
 				c := dialSlowReader(t, tr, srv)
