@@ -1,7 +1,6 @@
 package reactor_test
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"testing"
@@ -92,19 +91,7 @@ func TestTLSPreAuthTimeoutRunsFromConnect(t *testing.T) {
 		c.Server.AuthTimeout = authTimeout
 		c.Server.AuthFailDelay = 10 * time.Millisecond
 	})
-	start := time.Now()
-	raw, err := net.Dial("tcp", srv.Addr)
-	require.NoError(t, err)
-	defer func() { _ = raw.Close() }()
-	time.Sleep(800 * time.Millisecond) // a slow handshake, within its bound
-	tc := tlsClient(raw, srv)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(t, tc.HandshakeContext(ctx))
-	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	line, err := bufio.NewReader(tc).ReadString('\n')
-	took := time.Since(start)
-	require.NoError(t, err)
+	line, took := lateHandshakeLine(t, srv, 800*time.Millisecond) // a slow handshake, within its bound
 	require.Equal(t, rErrAuth+"\n", line)
 	t.Logf("error_auth %v after the connect (auth timeout %v)", took, authTimeout)
 	require.Less(t, took, authTimeout+300*time.Millisecond,

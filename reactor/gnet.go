@@ -212,7 +212,7 @@ func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	g.mt = g.loop.metered()
 	c.SetContext(g)
 	g.arm(now)
-	srv.logConn("connection opened", g.owner.ID(), c.RemoteAddr())
+	srv.logConn("connection opened", g.owner.ID(), c.RemoteAddr(), "")
 	return nil, gnet.None
 }
 
@@ -242,7 +242,7 @@ func (h *gnetHandler) OnClose(c gnet.Conn, _ error) gnet.Action {
 	lt.enter()
 	lt.wheel.Remove(&g.timer)
 	g.close(lt.clock())
-	h.srv.logClosed("connection closed", g.owner.ID(), c.RemoteAddr(), g.closeReason())
+	h.srv.logConn("connection closed", g.owner.ID(), c.RemoteAddr(), g.closeReason())
 	h.leave(lt, g, gnet.None)
 	return gnet.None
 }

@@ -414,16 +414,9 @@ func (s *Server) logRefusedLocked() {
 	s.refusedLogAt = time.Now()
 }
 
-// logConn logs a connection event at debug level (free when debug is off).
-func (s *Server) logConn(msg string, id uint64, remote net.Addr) {
-	if ce := s.log.Check(zap.DebugLevel, msg); ce != nil {
-		ce.Write(zap.Uint64("conn_id", id), zap.Stringer("remote", remote))
-	}
-}
-
-// logClosed logs a connection's close at debug level, with the reason
-// when the server closed it.
-func (s *Server) logClosed(msg string, id uint64, remote net.Addr, why string) {
+// logConn logs a connection event at debug level (free when debug is
+// off), with the reason when the server closed the connection (why).
+func (s *Server) logConn(msg string, id uint64, remote net.Addr, why string) {
 	if ce := s.log.Check(zap.DebugLevel, msg); ce != nil {
 		if why == "" {
 			ce.Write(zap.Uint64("conn_id", id), zap.Stringer("remote", remote))

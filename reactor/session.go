@@ -393,22 +393,24 @@ const (
 // appendStats answers stats.
 func (s *session) appendStats(now int64) {
 	srv := s.srv
-	if srv.bigOut.Load() >= bigOutBudget>>10 {
-		// Spent: refuse before rendering, which costs about 6 ms for
-		// 1,024 such keys.
+	// Spent: refuse before rendering, which costs about 6 ms for 1,024
+	// such keys; or the rendered reply does not fit what is left.
+	var body []byte
+	if srv.bigOut.Load() < bigOutBudget>>10 {
+		body = srv.statsJSON(now)
+		if len(body) > bigReply {
+			kib := int64(len(body)+len("ok \n")+1023) >> 10
+			if srv.chargeBig(kib) {
+				s.bigKiB += uint32(kib)
+			} else {
+				body = nil
+			}
+		}
+	}
+	if body == nil {
 		s.record(codec.CmdStats, codec.CodeError)
 		s.out = codec.AppendStatus(s.out, codec.CodeError)
 		return
-	}
-	body := srv.statsJSON(now)
-	if len(body) > bigReply {
-		kib := int64(len(body)+len("ok \n")+1023) >> 10
-		if !srv.chargeBig(kib) {
-			s.record(codec.CmdStats, codec.CodeError)
-			s.out = codec.AppendStatus(s.out, codec.CodeError)
-			return
-		}
-		s.bigKiB += uint32(kib)
 	}
 	s.record(codec.CmdStats, codec.CodeOK)
 	s.out = codec.AppendStats(s.out, body)

@@ -101,8 +101,8 @@ func (t *tlsConn) serve(s *Server) {
 		return
 	}
 	_ = t.nc.SetDeadline(time.Time{})
-	s.logConn("tls connection opened", t.owner.ID(), t.nc.RemoteAddr())
-	defer func() { s.logClosed("tls connection closed", t.owner.ID(), t.nc.RemoteAddr(), t.closeReason()) }()
+	s.logConn("tls connection opened", t.owner.ID(), t.nc.RemoteAddr(), "")
+	defer func() { s.logConn("tls connection closed", t.owner.ID(), t.nc.RemoteAddr(), t.closeReason()) }()
 	// The deadline still counts from the connect (the handshake took
 	// part of it): convert it with the clock as it is now.
 	t.setReadDeadline(s.table.Now())

@@ -36,23 +36,32 @@ func TestTLSReadDeadlineFromConnect(t *testing.T) {
 				c.Server.AuthTimeout = 30 * time.Second
 				c.Server.AuthFailDelay = 10 * time.Millisecond
 			})
-			start := time.Now()
-			raw, err := net.Dial("tcp", srv.Addr)
-			require.NoError(t, err)
-			defer func() { _ = raw.Close() }()
-			time.Sleep(600 * time.Millisecond)
-			c := tlsClient(raw, srv)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			require.NoError(t, c.HandshakeContext(ctx))
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			line, err := bufio.NewReader(c).ReadString('\n')
-			took := time.Since(start)
-			require.NoError(t, err)
+			line, took := lateHandshakeLine(t, srv, 600*time.Millisecond)
 			require.Equal(t, tc.want+"\n", line)
 			t.Logf("%s %v after the connect (read timeout %v)", tc.want, took, rt)
 			require.Greater(t, took, rt-50*time.Millisecond)
 			require.Less(t, took, rt+300*time.Millisecond)
 		})
 	}
+}
+
+// lateHandshakeLine connects to srv, waits delay before the TLS handshake,
+// then sends nothing and reads the server's first line. It returns the
+// line and how long after the connect it came.
+func lateHandshakeLine(t *testing.T, srv *reactortest.Server, delay time.Duration) (string, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	raw, err := net.Dial("tcp", srv.Addr)
+	require.NoError(t, err)
+	defer func() { _ = raw.Close() }()
+	time.Sleep(delay)
+	c := tlsClient(raw, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, c.HandshakeContext(ctx))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	took := time.Since(start)
+	require.NoError(t, err)
+	return line, took
 }
