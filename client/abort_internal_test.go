@@ -256,6 +256,12 @@ func TestAbortReleaseAfterCancelledAcquireAndEndedCtx(t *testing.T) {
 	require.NoError(t, l.Close())
 	require.NoError(t, l.Release(ctx))
 	require.Eventually(t, func() bool { return !goroutineBlockedIn("(*holder).runAbort") }, 2*time.Second, 10*time.Millisecond)
+	// Close cut the abort and closed the connection at once: the server
+	// may not have seen the close yet. A release racing it would grant the
+	// queued acquire of a connection that is gone, held by nobody with
+	// auto-release off (Close never releases; 11 of 300 runs before this
+	// wait). Wait until the server has dropped the waiter.
+	require.Eventually(t, func() bool { _, w := lockOwner(srv, "rv2-cancel"); return w == 0 }, 3*time.Second, time.Millisecond)
 	require.NoError(t, b.Release(ctx, gb))
 	g, err := b.TryAcquire(ctx, "rv2-cancel")
 	require.NoError(t, err)
