@@ -211,7 +211,7 @@ func newConn(nc, raw net.Conn, heartbeat time.Duration) *Conn {
 // waits for the connection's goroutines to exit and is idempotent.
 func (c *Conn) Close() error {
 	c.mu.Lock()
-	c.breakLocked(ErrClosed)
+	c.breakLocked(errClosedHere)
 	c.mu.Unlock()
 	<-c.readerDone
 	c.bg.Wait()
@@ -231,7 +231,7 @@ func (c *Conn) Err() error {
 }
 
 // errAborting is the error of a call made after abort began.
-var errAborting = fmt.Errorf("%w: the connection is being shut down", ErrClosed)
+var errAborting = fmt.Errorf("%w: the connection is being shut down", errClosedHere)
 
 // abort ends the connection without losing a grant that is on its way,
 // for a Lock or Semaphore whose acquire or two-phase place ends while a

@@ -17,7 +17,8 @@
 //	defer l.Release(ctx)
 //
 // While held, the lease (LeaseTTL, or the server's default of 33 s) is
-// renewed in the background every RenewRatio of it (default half). TryAcquire
+// renewed in the background every RenewRatio of it (default half), each
+// renewal up to RenewJitter of that early at random (default a tenth). TryAcquire
 // does not wait. Close drops the connection without releasing; the server
 // then releases (with auto-release on, its default). A Semaphore is the same
 // with a Limit: up to Limit holders at once. Lock and Semaphore share one
@@ -91,8 +92,10 @@
 // matches ErrServer, as dflockd's client reported it), and ErrServer,
 // wrapped with the request, for a bare `error` reply (unknown or expired
 // token, say). The client adds ErrClosed (the connection was closed or
-// broke), ErrLost and ErrInvalid (an argument the server would reject;
-// nothing was sent). Compare with errors.Is.
+// broke; closed by Close, it also matches net.ErrClosed, as dflockd's
+// client's error did), ErrLost and ErrInvalid (an argument the server
+// would reject, which also matches ErrServer, or a shard function out of
+// range; nothing was sent). Compare with errors.Is.
 //
 // # Several servers
 //

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/lockreactor/dflockd/codec"
 )
@@ -43,8 +44,10 @@ var (
 	ErrDraining error = &childError{msg: "dflockd: server draining", parents: []error{ErrServer}}
 
 	// ErrClosed: the connection was closed, by Close or because it broke;
-	// a broken connection's error also wraps the I/O cause. Every lock the
-	// connection held is released by the server (with auto-release on).
+	// a broken connection's error also wraps the I/O cause, and one closed
+	// by Close also matches net.ErrClosed (as dflockd's client's did).
+	// Every lock the connection held is released by the server (with
+	// auto-release on).
 	ErrClosed = errors.New("dflockd: connection closed")
 	// ErrLost: a held Lock or Semaphore was lost: renewal failed, its
 	// connection broke, or its lease ran out before a renewal was
@@ -52,13 +55,27 @@ var (
 	ErrLost = errors.New("dflockd: lock lost")
 	// ErrInvalid: an argument the server would reject or that cannot be
 	// framed (empty key, key with whitespace or longer than a line, limit
-	// < 1, shard index out of range). Nothing was sent.
+	// < 1, shard index out of range). Nothing was sent. The ones the
+	// server would answer `error` to (key, limit, token) also match
+	// ErrServer, which is what dflockd's client returned for them.
 	ErrInvalid = errors.New("dflockd: invalid argument")
 )
 
 // errBadToken: a token string that is not 32 lowercase hex digits. The
 // server would answer `error`, so it matches ErrServer as well.
 var errBadToken error = &childError{msg: "dflockd: malformed token", parents: []error{ErrInvalid, ErrServer}}
+
+// errRejected: an argument the server would answer `error` to (a key it
+// cannot take, a limit < 1). dflockd's client sent it and returned
+// ErrServer, so it matches ErrServer as well as ErrInvalid.
+var errRejected error = &childError{msg: ErrInvalid.Error(), parents: []error{ErrInvalid, ErrServer}}
+
+// errClosedHere: the connection was closed by this process (Close, a
+// Lock's Close or Release ending a call). dflockd's client returned the
+// net package's error for a call on a connection it had closed, so it
+// matches net.ErrClosed as well as ErrClosed. A connection that broke
+// does not.
+var errClosedHere error = &childError{msg: ErrClosed.Error(), parents: []error{ErrClosed, net.ErrClosed}}
 
 // childError is an error that also matches more general sentinels.
 type childError struct {

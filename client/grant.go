@@ -1,6 +1,7 @@
 package client
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/lockreactor/dflockd/codec"
@@ -59,4 +60,15 @@ func (g Grant) semaphore() bool { return g.Limit > 0 }
 func FenceOf(token string) uint64 {
 	t, _ := codec.ParseToken([]byte(token))
 	return t.Fence
+}
+
+// FenceFromToken is FenceOf under the name dflockd's later clients give
+// it: the fence number of a token string, or an error matching ErrInvalid
+// if token is not 32 lowercase hex digits.
+func FenceFromToken(token string) (uint64, error) {
+	t, ok := codec.ParseToken([]byte(token))
+	if !ok {
+		return 0, fmt.Errorf("%w: %.40q is not a token (32 lowercase hex digits)", ErrInvalid, token)
+	}
+	return t.Fence, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -74,6 +75,7 @@ type spec struct {
 	acquireTimeout time.Duration
 	leaseTTL       int
 	renewRatio     float64
+	renewJitter    float64
 	tls            *tls.Config
 	auth           string
 	heartbeat      time.Duration
@@ -81,7 +83,7 @@ type spec struct {
 }
 
 func newSpec(kind, key string, limit int, servers []string, shard ShardFunc, acquireTimeout time.Duration,
-	leaseTTL int, ratio float64, tlsCfg *tls.Config, auth string, heartbeat time.Duration, onErr func(error),
+	leaseTTL int, ratio, jitter float64, tlsCfg *tls.Config, auth string, heartbeat time.Duration, onErr func(error),
 ) (spec, error) {
 	if len(servers) == 0 {
 		servers = []string{DefaultServer}
@@ -102,6 +104,9 @@ func newSpec(kind, key string, limit int, servers []string, shard ShardFunc, acq
 	if !(ratio > 0 && ratio < 1) {
 		ratio = DefaultRenewRatio
 	}
+	if !(jitter > 0 && jitter < 1) {
+		jitter = DefaultRenewJitter
+	}
 	switch {
 	case heartbeat == 0:
 		heartbeat = DefaultHeartbeat
@@ -110,9 +115,16 @@ func newSpec(kind, key string, limit int, servers []string, shard ShardFunc, acq
 	}
 	return spec{
 		kind: kind, key: key, limit: limit, addr: servers[i],
-		acquireTimeout: acquireTimeout, leaseTTL: max(leaseTTL, 0), renewRatio: ratio,
+		acquireTimeout: acquireTimeout, leaseTTL: max(leaseTTL, 0), renewRatio: ratio, renewJitter: jitter,
 		tls: tlsCfg, auth: auth, heartbeat: heartbeat, onRenewError: onErr,
 	}, nil
+}
+
+// renewAfter is when, after a grant or renewal of lease, to renew: at
+// renewRatio of the lease, up to renewJitter of that early, at random, so
+// that holders granted together do not all renew at the same moment.
+func (sp *spec) renewAfter(lease time.Duration) time.Duration {
+	return time.Duration(float64(lease) * sp.renewRatio * (1 - sp.renewJitter*rand.Float64()))
 }
 
 func (sp *spec) dial(ctx context.Context) (*Conn, error) {
@@ -226,7 +238,7 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 	}
 	if hd.state == stateEnded { // closed meanwhile
 		_ = conn.Close()
-		return nil, ErrClosed
+		return nil, errClosedHere
 	}
 	hd.conn = conn
 	return hd, nil
@@ -240,7 +252,7 @@ func (h *holder) acquire(ctx context.Context, sp spec, timeout time.Duration) (b
 		return false, err
 	}
 	if !h.beginCall(hd, false) {
-		return false, ErrClosed
+		return false, errClosedHere
 	}
 	defer hd.calls.Done()
 	g, err := hd.conn.acquire(ctx, sp.key, sp.limit, timeout, sp.leaseTTL)
@@ -257,7 +269,7 @@ func (h *holder) enqueue(ctx context.Context, sp spec) (string, error) {
 		return "", err
 	}
 	if !h.beginCall(hd, true) {
-		return "", ErrClosed
+		return "", errClosedHere
 	}
 	defer hd.calls.Done()
 	g, err := hd.conn.enqueue(ctx, sp.key, sp.limit, sp.leaseTTL)
@@ -279,7 +291,7 @@ func (h *holder) enqueue(ctx context.Context, sp spec) (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if hd.state == stateEnded {
-		return "", ErrClosed
+		return "", errClosedHere
 	}
 	hd.state = stateQueued
 	hd.pendingWait = true
@@ -363,11 +375,11 @@ func (h *holder) granted(hd *hold, g Grant) (bool, error) {
 			// it with the connection, or at its lease's end.)
 			hd.abort.late = append(hd.abort.late, g)
 		}
-		return false, ErrClosed
+		return false, errClosedHere
 	}
 	hd.grant = g
 	hd.expires = now.Add(g.Lease)
-	hd.renewAt = now.Add(time.Duration(float64(g.Lease) * hd.sp.renewRatio))
+	hd.renewAt = now.Add(hd.sp.renewAfter(g.Lease))
 	if hd.state != stateHeld {
 		hd.state = stateHeld
 		ctx, cancel := context.WithCancel(context.Background())
@@ -790,7 +802,8 @@ func (h *holder) stopRenewer(hd *hold) {
 	}
 }
 
-// renewLoop renews hd's lease at renewRatio of each lease until stopped.
+// renewLoop renews hd's lease at renewRatio of each lease (less the jitter)
+// until stopped.
 // A failed renewal, the connection breaking, or the lease running out
 // before a renewal is answered loses the hold.
 func (h *holder) renewLoop(ctx context.Context, hd *hold) {
@@ -828,7 +841,7 @@ func (h *holder) renewLoop(ctx context.Context, hd *hold) {
 		h.mu.Lock()
 		hd.grant = ng
 		hd.expires = sent.Add(ng.Lease)
-		hd.renewAt = sent.Add(time.Duration(float64(ng.Lease) * sp.renewRatio))
+		hd.renewAt = sent.Add(sp.renewAfter(ng.Lease))
 		h.mu.Unlock()
 	}
 }

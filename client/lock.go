@@ -33,6 +33,12 @@ type Lock struct {
 	// RenewRatio is the fraction of the lease after which it is renewed
 	// (default 0.5; values outside (0, 1) take the default).
 	RenewRatio float64
+	// RenewJitter is the most, as a fraction of that interval, by which
+	// each renewal comes early, chosen at random for each renewal, so
+	// that holders granted together spread their renewals (default
+	// DefaultRenewJitter, 0.1; values outside (0, 1) take the default; it
+	// never makes a renewal later).
+	RenewJitter float64
 	// TLSConfig, when set, connects with TLS.
 	TLSConfig *tls.Config
 	// AuthToken, when set, authenticates each connection with this secret.
@@ -55,7 +61,7 @@ type Lock struct {
 
 func (l *Lock) spec() (spec, error) {
 	return newSpec("lock", l.Key, 0, l.Servers, l.ShardFunc, l.AcquireTimeout, l.LeaseTTL,
-		l.RenewRatio, l.TLSConfig, l.AuthToken, l.Heartbeat, l.OnRenewError)
+		l.RenewRatio, l.RenewJitter, l.TLSConfig, l.AuthToken, l.Heartbeat, l.OnRenewError)
 }
 
 // Acquire connects, waits up to AcquireTimeout for the lock, and starts
@@ -179,13 +185,15 @@ type Semaphore struct {
 	// request for a key fixes it, and a request with another limit fails
 	// with ErrLimitMismatch while the key exists.
 	Limit int
-	// AcquireTimeout, LeaseTTL, Servers, ShardFunc, RenewRatio, TLSConfig,
-	// AuthToken, OnRenewError and Heartbeat are as for Lock.
+	// AcquireTimeout, LeaseTTL, Servers, ShardFunc, RenewRatio,
+	// RenewJitter, TLSConfig, AuthToken, OnRenewError and Heartbeat are as
+	// for Lock.
 	AcquireTimeout time.Duration
 	LeaseTTL       int
 	Servers        []string
 	ShardFunc      ShardFunc
 	RenewRatio     float64
+	RenewJitter    float64
 	TLSConfig      *tls.Config
 	AuthToken      string
 	OnRenewError   func(err error)
@@ -196,7 +204,7 @@ type Semaphore struct {
 
 func (s *Semaphore) spec() (spec, error) {
 	return newSpec("semaphore", s.Key, semLimit(s.Limit), s.Servers, s.ShardFunc, s.AcquireTimeout, s.LeaseTTL,
-		s.RenewRatio, s.TLSConfig, s.AuthToken, s.Heartbeat, s.OnRenewError)
+		s.RenewRatio, s.RenewJitter, s.TLSConfig, s.AuthToken, s.Heartbeat, s.OnRenewError)
 }
 
 // Acquire takes a slot as Lock.Acquire takes the lock.

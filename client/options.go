@@ -58,6 +58,9 @@ const (
 	// DefaultRenewRatio is Lock.RenewRatio's default: renew at half the
 	// lease.
 	DefaultRenewRatio = 0.5
+	// DefaultRenewJitter is Lock.RenewJitter's default: each renewal comes
+	// up to a tenth of its interval early (as in dflockd's later clients).
+	DefaultRenewJitter = 0.1
 	// DefaultServer is the server a Lock with no Servers talks to.
 	DefaultServer = "127.0.0.1:6388"
 	// DefaultHeartbeat is the idle interval after which a Lock's or

@@ -251,18 +251,18 @@ func replyErr(cmd codec.Command, r *codec.Reply) error {
 func checkKey(key string) error {
 	switch {
 	case key == "":
-		return fmt.Errorf("%w: empty key", ErrInvalid)
+		return fmt.Errorf("%w: empty key", errRejected)
 	case len(key) > codec.MaxLineLen:
-		return fmt.Errorf("%w: key longer than %d bytes", ErrInvalid, codec.MaxLineLen)
+		return fmt.Errorf("%w: key longer than %d bytes", errRejected, codec.MaxLineLen)
 	case strings.ContainsAny(key, " \t\r\n"):
-		return fmt.Errorf("%w: key contains whitespace", ErrInvalid)
+		return fmt.Errorf("%w: key contains whitespace", errRejected)
 	}
 	return nil
 }
 
 func checkResource(key string, limit int) error {
 	if limit < 0 {
-		return fmt.Errorf("%w: semaphore limit must be at least 1", ErrInvalid)
+		return fmt.Errorf("%w: semaphore limit must be at least 1", errRejected)
 	}
 	return checkKey(key)
 }
