@@ -71,7 +71,7 @@ var errBadToken error = &childError{msg: "dflockd: malformed token", parents: []
 var errRejected error = &childError{msg: ErrInvalid.Error(), parents: []error{ErrInvalid, ErrServer}}
 
 // errClosedHere: the connection was closed by this process (Close, a
-// Lock's Close or Release ending a call). dflockd's client returned the
+// Lock's Close, or its Release or a new Acquire ending a call in flight). dflockd's client returned the
 // net package's error for a call on a connection it had closed, so it
 // matches net.ErrClosed as well as ErrClosed. A connection that broke
 // does not.

@@ -417,6 +417,11 @@ func (h *holder) fail(ctx context.Context, hd *hold, err error) error {
 		return nil
 	case ctx.Err() != nil:
 		return ctx.Err()
+	case aborting && errors.Is(err, ErrClosed):
+		// A Release or a new Acquire ended the call: the connection
+		// closed because this process closed it (the server's close
+		// after the half-close is the abort's doing), as with Close.
+		return errClosedHere
 	}
 	return err
 }
