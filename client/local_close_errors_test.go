@@ -105,20 +105,8 @@ func TestReleaseAfterQueuedEnqueueIsNil(t *testing.T) {
 // TestServerCloseNotNetErrClosed: a Lock whose server goes away while
 // its Acquire waits: ErrClosed, not net.ErrClosed.
 func TestServerCloseNotNetErrClosed(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer func() { _ = ln.Close() }()
-	go func() {
-		nc, err := ln.Accept()
-		if err == nil {
-			buf := make([]byte, 64)
-			_, _ = nc.Read(buf)
-			time.Sleep(50 * time.Millisecond)
-			_ = nc.Close()
-		}
-	}()
-	l := &client.Lock{Key: "lce-gone", Servers: []string{ln.Addr().String()}}
-	_, err = l.Acquire(context.Background())
+	l := &client.Lock{Key: "lce-gone", Servers: []string{hangUpAfterRequest(t)}}
+	_, err := l.Acquire(context.Background())
 	require.ErrorIs(t, err, client.ErrClosed)
 	require.False(t, errors.Is(err, net.ErrClosed), "%v", err)
 }
@@ -141,4 +129,22 @@ func TestReacquireEndingAcquireMatchesNetErrClosed(t *testing.T) {
 		t.Fatal("first Acquire did not return")
 	}
 	_ = l.Close()
+}
+
+// hangUpAfterRequest is the address of a server that reads a request and
+// closes the connection 50 ms later without answering.
+func hangUpAfterRequest(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		nc, err := ln.Accept()
+		if err == nil {
+			buf := make([]byte, 64)
+			_, _ = nc.Read(buf)
+			time.Sleep(50 * time.Millisecond)
+			_ = nc.Close()
+		}
+	}()
+	return ln.Addr().String()
 }

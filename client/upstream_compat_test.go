@@ -66,39 +66,10 @@ func TestClosedConnMatchesNetErrClosed(t *testing.T) {
 	require.ErrorIs(t, err, net.ErrClosed)
 	require.ErrorIs(t, c.Err(), net.ErrClosed)
 
-	// A Lock closed while its Acquire waits in the queue.
-	holder := dial(t, srv.Addr)
-	tok, _, err := client.Acquire(holder, "closed-lock", time.Second)
-	require.NoError(t, err)
-	l := &client.Lock{Key: "closed-lock", Servers: []string{srv.Addr}, AcquireTimeout: 10 * time.Second}
-	res := make(chan error, 1)
-	go func() { _, err := l.Acquire(context.Background()); res <- err }()
-	require.Eventually(t, func() bool { st, ok := lockStat(srv, "closed-lock"); return ok && st.Waiters == 1 },
-		5*time.Second, time.Millisecond)
-	require.NoError(t, l.Close())
-	select {
-	case err := <-res:
-		require.ErrorIs(t, err, client.ErrClosed)
-		require.ErrorIs(t, err, net.ErrClosed)
-	case <-time.After(5 * time.Second):
-		t.Fatal("Acquire did not return after Close")
-	}
-	require.NoError(t, client.Release(holder, "closed-lock", tok))
-
 	// The server closes the connection: ErrClosed with the cause, and not
-	// net.ErrClosed, which means "you closed it".
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer func() { _ = ln.Close() }()
-	go func() {
-		nc, err := ln.Accept()
-		if err == nil {
-			buf := make([]byte, 64)
-			_, _ = nc.Read(buf) // the request, then hang up
-			_ = nc.Close()
-		}
-	}()
-	gone, err := client.Dial(ln.Addr().String())
+	// net.ErrClosed, which means "you closed it". (Lock calls ended by
+	// Close, Release or a new Acquire: local_close_errors_test.go.)
+	gone, err := client.Dial(hangUpAfterRequest(t))
 	require.NoError(t, err)
 	defer func() { _ = gone.Close() }()
 	_, _, err = client.Acquire(gone, "gone", time.Second)
