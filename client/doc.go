@@ -92,7 +92,8 @@
 // matches ErrServer, as dflockd's client reported it), and ErrServer,
 // wrapped with the request, for a bare `error` reply (unknown or expired
 // token, say). The client adds ErrClosed (the connection was closed or
-// broke; closed by Close, it also matches net.ErrClosed, as dflockd's
+// broke; closed by this process — Close, or a Release or new Acquire
+// ending a call in flight — it also matches net.ErrClosed, as dflockd's
 // client's error did), ErrLost and ErrInvalid (an argument the server
 // would reject, which also matches ErrServer, or a shard function out of
 // range; nothing was sent). Compare with errors.Is.

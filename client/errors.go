@@ -44,8 +44,10 @@ var (
 	ErrDraining error = &childError{msg: "dflockd: server draining", parents: []error{ErrServer}}
 
 	// ErrClosed: the connection was closed, by Close or because it broke;
-	// a broken connection's error also wraps the I/O cause, and one closed
-	// by Close also matches net.ErrClosed (as dflockd's client's did).
+	// a broken connection's error also wraps the I/O cause, and one this
+	// process closed (Close, or a Lock's Release or new Acquire ending a
+	// call in flight) also matches net.ErrClosed (as dflockd's client's
+	// did).
 	// Every lock the connection held is released by the server (with
 	// auto-release on).
 	ErrClosed = errors.New("dflockd: connection closed")
@@ -71,10 +73,10 @@ var errBadToken error = &childError{msg: "dflockd: malformed token", parents: []
 var errRejected error = &childError{msg: ErrInvalid.Error(), parents: []error{ErrInvalid, ErrServer}}
 
 // errClosedHere: the connection was closed by this process (Close, a
-// Lock's Close, or its Release or a new Acquire ending a call in flight). dflockd's client returned the
-// net package's error for a call on a connection it had closed, so it
-// matches net.ErrClosed as well as ErrClosed. A connection that broke
-// does not.
+// Lock's Close, or its Release or a new Acquire ending a call in flight).
+// dflockd's client returned the net package's error for a call on a
+// connection it had closed, so it matches net.ErrClosed as well as
+// ErrClosed. A connection that broke does not.
 var errClosedHere error = &childError{msg: ErrClosed.Error(), parents: []error{ErrClosed, net.ErrClosed}}
 
 // childError is an error that also matches more general sentinels.
