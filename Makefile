@@ -30,7 +30,7 @@ test: test-unit fuzz-short
 
 test-unit:
 	$(GO) test -race -shuffle=on -timeout 15m $(PKGS)
-	cd third_party/gnet && $(GO) test -race -shuffle=on -timeout 5m .
+	cd third_party/gnet && $(GO) test -race -shuffle=on -timeout 5m . ./pkg/buffer/elastic
 
 fuzz-short:
 	@for ft in $(FUZZ_TARGETS); do \

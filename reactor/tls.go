@@ -218,6 +218,25 @@ func (t *tlsConn) read(inboundCap, highWater int) {
 	}
 }
 
+// consumed returns in without its first n bytes, which the session has
+// decoded. An empty buffer is dropped. Otherwise what is left moves to the
+// front, so that the reader appends after it rather than after a dead
+// front; and a buffer over 4 KiB that is now at most an eighth full is
+// replaced by one just large enough: what piled up while a request was
+// parked would otherwise stay allocated under the few bytes of an
+// unfinished request left behind, for as long as they stay.
+func consumed(in []byte, n int) []byte {
+	rest := len(in) - n
+	switch {
+	case rest == 0:
+		return nil
+	case cap(in) > 4<<10 && rest <= cap(in)/8:
+		return append([]byte(nil), in[n:]...)
+	default:
+		return in[:copy(in, in[n:])]
+	}
+}
+
 // process runs the session: on every kick (input, a parked result, a
 // timeout) it decodes what it can and writes the replies.
 func (t *tlsConn) process(s *Server) {
@@ -228,11 +247,7 @@ func (t *tlsConn) process(s *Server) {
 		more := false
 		if free && !t.closing {
 			hw := s.cfg.OutboundHighWater
-			n := t.handle(t.in, now, hw)
-			t.in = t.in[n:]
-			if len(t.in) == 0 {
-				t.in = nil
-			}
+			t.in = consumed(t.in, t.handle(t.in, now, hw))
 			// Stopped at the reply cap rather than for want of input.
 			more = len(t.out) >= hw && !t.parked && !t.closing
 		}

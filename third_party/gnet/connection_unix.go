@@ -304,6 +304,19 @@ func (c *conn) sendTo(buf []byte, addr unix.Sockaddr) (n int, err error) {
 	return len(buf), unix.Sendto(c.fd, buf, 0, c.remote) // unconnected UDP socket of server
 }
 
+// inboundKeep is the inbound buffer a connection keeps whatever it holds
+// (dflockd patch): over it, a buffer at most an eighth full is replaced by
+// one just large enough (elastic.RingBuffer.Trim).
+const inboundKeep = 4 << 10
+
+// trimInbound gives back an inbound buffer that grew while the handler did
+// not consume and now holds little (dflockd patch; see PATCHES.md).
+func (c *conn) trimInbound() {
+	if c.inboundBuffer.Cap() > inboundKeep {
+		c.inboundBuffer.Trim(inboundKeep)
+	}
+}
+
 func (c *conn) resetBuffer() {
 	c.buffer = c.buffer[:0]
 	c.inboundBuffer.Reset()
@@ -396,6 +409,7 @@ func (c *conn) Discard(n int) (int, error) {
 
 	discarded, _ := c.inboundBuffer.Discard(n)
 	if discarded < inBufferLen {
+		c.trimInbound() // dflockd patch
 		return discarded, nil
 	}
 

@@ -330,6 +330,7 @@ loop:
 	}
 	_, _ = c.inboundBuffer.Write(c.buffer)
 	c.buffer = c.buffer[:0]
+	c.trimInbound() // dflockd patch: a buffer from the pool may be large
 
 	if c.isEOF || (isET && recv < chunk) {
 		goto loop

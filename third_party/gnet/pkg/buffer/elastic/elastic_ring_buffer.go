@@ -50,6 +50,36 @@ func (b *RingBuffer) done() {
 	}
 }
 
+// Trim (dflockd patch, see PATCHES.md) moves what b holds into a new
+// ring-buffer just large enough for it (at least ring.DefaultBufferSize)
+// when b's is larger than keep bytes and at most an eighth full, and drops
+// the large one; an empty one goes back to the pool as in Done. A
+// connection's inbound buffer grows to hold what arrives while its handler
+// does not consume it, and without Trim the few bytes of an unfinished
+// request left afterwards kept all of it for as long as they stayed.
+func (b *RingBuffer) Trim(keep int) {
+	if b.rb == nil || b.rb.Cap() <= keep {
+		return
+	}
+	n := b.rb.Buffered()
+	if n == 0 {
+		b.Done()
+		return
+	}
+	if n > b.rb.Cap()/8 {
+		return
+	}
+	head, tail := b.rb.Peek(-1)
+	size := n
+	if size < ring.DefaultBufferSize {
+		size = ring.DefaultBufferSize
+	}
+	nb := ring.New(size)
+	_, _ = nb.Write(head)
+	_, _ = nb.Write(tail)
+	b.rb = nb
+}
+
 // Peek returns the next n bytes without advancing the read pointer,
 // it returns all bytes when n <= 0.
 func (b *RingBuffer) Peek(n int) (head []byte, tail []byte) {
