@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -135,7 +137,7 @@ func parseConfig1(args []string, getenv func(string) string, usage io.Writer) (*
 		name, env, def, usage string
 		dst                   *string
 	}{
-		{"host", "DFLOCKD_HOST", "127.0.0.1", "`address` to listen on", &o.Host},
+		{"host", "DFLOCKD_HOST", defaultHost, "`address` to listen on", &o.Host},
 		{"tls-cert", "DFLOCKD_TLS_CERT", "", "TLS certificate `file` (with --tls-key)", &o.TLSCert},
 		{"tls-key", "DFLOCKD_TLS_KEY", "", "TLS key `file` (with --tls-cert)", &o.TLSKey},
 		{"auth-token", "DFLOCKD_AUTH_TOKEN", "", "shared `secret` every connection must present first", &o.AuthToken},
@@ -217,6 +219,12 @@ func parseConfig1(args []string, getenv func(string) string, usage io.Writer) (*
 			return nil, fmt.Errorf("invalid %s: %q must be a duration between 1ms and 1s", src, text)
 		}
 		o.Tick = d
+	}
+	if !given["host"] && strings.TrimSpace(o.Host) == "" {
+		// A blank DFLOCKD_HOST counts as unset, as an empty one does:
+		// every interface must be asked for (--host '', 0.0.0.0 or ::),
+		// not fall out of an EnvironmentFile line "DFLOCKD_HOST= ".
+		o.Host = defaultHost
 	}
 	o.Host = strings.TrimSpace(o.Host)
 	if err := checkHost(o.Host); err != nil {
@@ -377,24 +385,59 @@ func checkHost(h string) error {
 	return nil
 }
 
+// defaultHost is where the server listens unless told otherwise: this
+// machine only.
+const defaultHost = "127.0.0.1"
+
 // maxSmallFile bounds the token and fence state files: both hold one line,
 // and a wrong path (a log, a device such as /dev/zero) must fail at once
 // rather than read without end.
 const maxSmallFile = 64 << 10
 
+// maxPEMFile bounds each of the TLS certificate and key files.
+const maxPEMFile = 1 << 20
+
+// pipeWait bounds how long a configuration file that is a pipe (a FIFO,
+// or a process substitution such as <(pass show dflockd)) may take to
+// deliver its content. A variable for tests.
+var pipeWait = 5 * time.Second
+
 // readSmallFile reads a file of at most maxSmallFile bytes.
-func readSmallFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+func readSmallFile(path string) ([]byte, error) { return readBounded(path, maxSmallFile) }
+
+// readBounded reads a file of at most limit bytes, and gives up on one
+// that is slow to come: the open does not wait for a FIFO's writer (a FIFO
+// nobody writes to reads as empty), and a pipe must deliver within
+// pipeWait. A wrong path must fail with one line, not hang the start.
+func readBounded(path string, limit int) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = f.Close() }()
-	b, err := io.ReadAll(io.LimitReader(f, maxSmallFile+1))
+	_ = f.SetReadDeadline(time.Now().Add(pipeWait)) // ErrNoDeadline: a regular file
+	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, fmt.Errorf("%s: still being written after %v", path, pipeWait)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxSmallFile {
-		return nil, fmt.Errorf("%s: larger than %d KiB", path, maxSmallFile>>10)
+	if len(b) > limit {
+		return nil, fmt.Errorf("%s: larger than %d KiB", path, limit>>10)
 	}
 	return b, nil
+}
+
+// loadKeyPair is tls.LoadX509KeyPair with readBounded's bounds.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	cert, err := readBounded(certFile, maxPEMFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := readBounded(keyFile, maxPEMFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(cert, key)
 }

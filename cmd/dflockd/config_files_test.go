@@ -1,8 +1,11 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +22,12 @@ func TestBadFilesExit(t *testing.T) {
 	neg := writeFile(t, "fence-neg", "-5\n")
 	over := writeFile(t, "fence-over", "18446744073709551616\n")
 	emptyTok := writeFile(t, "tok", "\n\n")
+	// A FIFO nobody writes to hung the start before any output (review 13).
+	fifo := func(name string) string {
+		p := filepath.Join(t.TempDir(), name)
+		require.NoError(t, syscall.Mkfifo(p, 0o600))
+		return p
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -34,6 +43,10 @@ func TestBadFilesExit(t *testing.T) {
 		{"cert is dir", []string{"--tls-cert", t.TempDir(), "--tls-key", key2}, "--tls-cert"},
 		{"token file is endless", []string{"--auth-token-file", "/dev/zero"}, "--auth-token-file: /dev/zero: larger than 64 KiB"},
 		{"fence file is endless", []string{"--fence-state-file", "/dev/zero"}, "--fence-state-file: /dev/zero: larger than 64 KiB"},
+		{"cert is endless", []string{"--tls-cert", "/dev/zero", "--tls-key", key2}, "--tls-cert/--tls-key: /dev/zero: larger than 1024 KiB"},
+		{"token file is a FIFO", []string{"--auth-token-file", fifo("tok")}, "--auth-token-file"},
+		{"fence file is a FIFO", []string{"--fence-state-file", fifo("fence")}, "--fence-state-file"},
+		{"cert and key are FIFOs", []string{"--tls-cert", fifo("cert"), "--tls-key", fifo("key")}, "--tls-cert"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,4 +59,36 @@ func TestBadFilesExit(t *testing.T) {
 			assert.Contains(t, stderr, tt.want)
 		})
 	}
+}
+
+// TestConfigFileFromPipe: a file that is a pipe is read (a process
+// substitution such as --auth-token-file <(pass show dflockd)), but one
+// that does not deliver within pipeWait is refused rather than waited on.
+func TestConfigFileFromPipe(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("names a pipe by /proc/self/fd (Linux)")
+	}
+	defer func(w time.Duration) { pipeWait = w }(pipeWait)
+	pipeWait = 300 * time.Millisecond
+
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	defer func() { _ = r.Close() }()
+	path := "/proc/self/fd/" + strconv.Itoa(int(r.Fd()))
+	_, err = w.WriteString("s3cret\n")
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	b, err := readSmallFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, "s3cret\n", string(b))
+
+	r2, w2, err := os.Pipe()
+	require.NoError(t, err)
+	defer func() { _ = r2.Close(); _ = w2.Close() }()
+	_, err = w2.WriteString("s3c") // the writer stalls, its end open
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = readSmallFile("/proc/self/fd/" + strconv.Itoa(int(r2.Fd())))
+	require.ErrorContains(t, err, "still being written after 300ms")
+	assert.Less(t, time.Since(start), 3*time.Second)
 }

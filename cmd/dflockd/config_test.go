@@ -349,6 +349,19 @@ func TestParseConfigHost(t *testing.T) {
 		require.NoError(t, err, "%q", h)
 		assert.Equal(t, h, o.Host)
 	}
+	// A blank DFLOCKD_HOST counts as unset, as an empty one does: it used
+	// to be trimmed to "", every interface (review 13). --host '' is the
+	// explicit way to ask for that.
+	for _, h := range []string{"", " ", "\t", " \r\n"} {
+		o, err := parse(t, nil, map[string]string{"DFLOCKD_HOST": h})
+		require.NoError(t, err, "%q", h)
+		assert.Equal(t, "127.0.0.1", o.Host, "DFLOCKD_HOST=%q", h)
+	}
+	for _, h := range []string{"", " "} {
+		o, err := parse(t, []string{"--host", h}, map[string]string{"DFLOCKD_HOST": "127.0.0.2"})
+		require.NoError(t, err, "%q", h)
+		assert.Equal(t, "", o.Host, "--host %q", h)
+	}
 	// The flag wins: a bad variable is not read.
 	o, err = parse(t, []string{"--host", "localhost"}, map[string]string{"DFLOCKD_HOST": "999.1.1.1"})
 	require.NoError(t, err)

@@ -135,7 +135,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 
 	var tlsCfg *tls.Config
 	if o.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+		cert, err := loadKeyPair(o.TLSCert, o.TLSKey)
 		if err != nil {
 			_, _ = fmt.Fprintf(stderr, "dflockd: invalid --tls-cert/--tls-key: %s\n", oneLine(err.Error()))
 			return 2
