@@ -353,8 +353,17 @@ func (s *Server) Serve() error {
 		// here run before the shutdown task Close queues after Serve
 		// returns, so none is lost.
 		if err := s.cli.EnrollAsync(c, nil, s.enrollFailed); err != nil {
-			// EnrollAsync closed c and queued nothing.
+			// EnrollAsync closed c and queued nothing: not served.
 			s.conns.Add(-1)
+			s.accepted.Add(^uint64(0))
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Its duplicate of the descriptor found none left (the
+				// limit lowered under a running server, or the system's
+				// table full): refused, as at accept, and not a log
+				// line per connection of a flood.
+				s.noteRefused(1)
+				continue
+			}
 			s.log.Warn("enroll connection", zap.Error(err))
 		}
 	}
