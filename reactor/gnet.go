@@ -205,6 +205,7 @@ func (g *gconn) trigger() { _ = g.c.Wake(nil) }
 
 func (h *gnetHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	srv := h.srv
+	srv.accepted.Add(1) // before anything is read: see Serve
 	g := &gconn{c: c, loop: srv.loopFor(c.EventLoop())}
 	g.timer.Owner = g
 	now := srv.table.Now()

@@ -306,17 +306,26 @@ func (s *Server) Serve() error {
 				return nil
 			}
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				if spare == nil {
+					// No reserve to take a connection with: closing it
+					// was not enough (the limit was lowered below what
+					// is open). Nothing is taken, so nothing is counted;
+					// the warning still says why connections wait.
+					if spare = openSpare(); spare == nil {
+						s.noteRefused(0)
+						time.Sleep(10 * time.Millisecond)
+					}
+					continue
+				}
 				// Out of descriptors: free the spare, take the pending
 				// connection and close it, so the flood is refused rather
 				// than queued, then re-reserve.
-				if spare != nil {
-					_ = spare.Close()
-					if c2, err2 := s.ln.Accept(); err2 == nil {
-						_ = c2.Close()
-					}
-					spare = openSpare()
+				_ = spare.Close()
+				if c2, err2 := s.ln.Accept(); err2 == nil {
+					_ = c2.Close()
+					s.noteRefused(1)
 				}
-				s.noteRefused(1)
+				spare = openSpare()
 				time.Sleep(time.Millisecond)
 				continue
 			}
@@ -339,11 +348,13 @@ func (s *Server) Serve() error {
 			s.noteRefused(1)
 			continue
 		}
-		// Past the drain and cap checks: the connection is served. (Counted
-		// before it is handed on, so a client that got a reply sees it.)
-		s.accepted.Add(1)
+		// Past the drain and cap checks: the connection is served, and
+		// counted before it is handed on, so that a client that got a
+		// reply sees it: here for TLS, in OnOpen on an event loop (an
+		// enroll can still fail, and the counter must never go down).
 		setKeepAlive(c)
 		if s.cfg.TLS != nil {
+			s.accepted.Add(1)
 			s.startTLS(c)
 			continue
 		}
@@ -355,7 +366,6 @@ func (s *Server) Serve() error {
 		if err := s.cli.EnrollAsync(c, nil, s.enrollFailed); err != nil {
 			// EnrollAsync closed c and queued nothing: not served.
 			s.conns.Add(-1)
-			s.accepted.Add(^uint64(0))
 			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				// Its duplicate of the descriptor found none left (the
 				// limit lowered under a running server, or the system's
@@ -396,19 +406,29 @@ func (s *Server) noteRefused(n int64) {
 	// follows.
 	if !s.refusedTail {
 		s.refusedTail = true
-		time.AfterFunc(time.Second-since, func() {
-			s.refusedMu.Lock()
-			defer s.refusedMu.Unlock()
-			s.refusedTail = false
-			select {
-			case <-s.stopCh:
-				return // nothing is logged after Close
-			default:
-			}
-			if s.refused.Load() > s.refusedLogged {
-				s.logRefusedLocked()
-			}
-		})
+		time.AfterFunc(time.Second-since, s.refusalTail)
+	}
+}
+
+// refusalTail logs the refusals since the last line, a second after it.
+// A refusal may have logged in the meantime (its second was up first):
+// then it waits for that line's second.
+func (s *Server) refusalTail() {
+	s.refusedMu.Lock()
+	defer s.refusedMu.Unlock()
+	select {
+	case <-s.stopCh:
+		s.refusedTail = false
+		return // nothing is logged after Close
+	default:
+	}
+	if since := time.Since(s.refusedLogAt); since < time.Second {
+		time.AfterFunc(time.Second-since, s.refusalTail)
+		return
+	}
+	s.refusedTail = false
+	if s.refused.Load() > s.refusedLogged {
+		s.logRefusedLocked()
 	}
 }
 
