@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 	"unicode"
 
@@ -46,6 +45,9 @@ type options struct {
 	Version            bool
 	HTTPAddr           string
 	PProf              bool
+	// filesBy is when the configuration files must all have been read
+	// (pipeWait from the start of parsing; see readBounded).
+	filesBy time.Time
 }
 
 // intSpec describes one integer flag: its env variable, default and bounds.
@@ -106,7 +108,7 @@ func oneLine(s string) string {
 }
 
 func parseConfig1(args []string, getenv func(string) string, usage io.Writer) (*options, error) {
-	o := &options{}
+	o := &options{filesBy: time.Now().Add(pipeWait)}
 	fs := flag.NewFlagSet("dflockd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -220,6 +222,11 @@ func parseConfig1(args []string, getenv func(string) string, usage io.Writer) (*
 		}
 		o.Tick = d
 	}
+	if given["host"] && o.Host != "" && strings.TrimSpace(o.Host) == "" {
+		// --host '' is the documented way to every interface; blanks
+		// are a mistake (--host="$UNSET_VAR" with a space) to refuse.
+		return nil, fmt.Errorf("invalid --host: %q is blank (--host '' listens on every interface)", o.Host)
+	}
 	if !given["host"] && strings.TrimSpace(o.Host) == "" {
 		// A blank DFLOCKD_HOST counts as unset, as an empty one does:
 		// every interface must be asked for (--host '', 0.0.0.0 or ::),
@@ -325,7 +332,7 @@ func (o *options) validate() error {
 		return errors.New("invalid --auth-token-file: give either --auth-token or --auth-token-file, not both")
 	}
 	if o.AuthTokenFile != "" {
-		b, err := readSmallFile(o.AuthTokenFile)
+		b, err := readSmallFile(o.AuthTokenFile, o.filesBy)
 		if err != nil {
 			return fmt.Errorf("invalid --auth-token-file: %v", err)
 		}
@@ -397,28 +404,35 @@ const maxSmallFile = 64 << 10
 // maxPEMFile bounds each of the TLS certificate and key files.
 const maxPEMFile = 1 << 20
 
-// pipeWait bounds how long a configuration file that is a pipe (a FIFO,
-// or a process substitution such as <(pass show dflockd)) may take to
-// deliver its content. A variable for tests.
+// pipeWait bounds how long the configuration files that are pipes (a
+// FIFO, or a process substitution such as <(pass show dflockd)) may take
+// to deliver their content, all of them together from the start. A
+// variable for tests.
 var pipeWait = 5 * time.Second
 
-// readSmallFile reads a file of at most maxSmallFile bytes.
-func readSmallFile(path string) ([]byte, error) { return readBounded(path, maxSmallFile) }
+// readSmallFile reads a file of at most maxSmallFile bytes by by (see
+// readBounded).
+func readSmallFile(path string, by time.Time) ([]byte, error) {
+	return readBounded(path, maxSmallFile, by)
+}
 
-// readBounded reads a file of at most limit bytes, and gives up on one
-// that is slow to come: the open does not wait for a FIFO's writer (a FIFO
-// nobody writes to reads as empty), and a pipe must deliver within
-// pipeWait. A wrong path must fail with one line, not hang the start.
-func readBounded(path string, limit int) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+// readBounded reads a file of at most limit bytes, all of it by the time
+// by (the zero time: pipeWait from now). Opening a FIFO waits for its
+// writer and reading a pipe waits for its content, as before, but a wrong
+// path or a stalled writer fails with one line rather than hang the start.
+func readBounded(path string, limit int, by time.Time) ([]byte, error) {
+	if by.IsZero() {
+		by = time.Now().Add(pipeWait)
+	}
+	f, err := openBy(path, by)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = f.Close() }()
-	_ = f.SetReadDeadline(time.Now().Add(pipeWait)) // ErrNoDeadline: a regular file
+	_ = f.SetReadDeadline(by) // ErrNoDeadline: a regular file
 	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return nil, fmt.Errorf("%s: still being written after %v", path, pipeWait)
+		return nil, fmt.Errorf("%s: still being written %v after the start", path, pipeWait)
 	}
 	if err != nil {
 		return nil, err
@@ -429,13 +443,41 @@ func readBounded(path string, limit int) ([]byte, error) {
 	return b, nil
 }
 
+// openBy opens path for reading, waiting until by at most: opening a FIFO
+// waits for a writer. An open still waiting then is left to finish in the
+// background and closed (the server exits on the error).
+func openBy(path string, by time.Time) (*os.File, error) {
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		f, err := os.Open(path)
+		done <- opened{f, err}
+	}()
+	t := time.NewTimer(time.Until(by))
+	defer t.Stop()
+	select {
+	case o := <-done:
+		return o.f, o.err
+	case <-t.C:
+		go func() {
+			if o := <-done; o.f != nil {
+				_ = o.f.Close()
+			}
+		}()
+		return nil, fmt.Errorf("%s: no writer %v after the start", path, pipeWait)
+	}
+}
+
 // loadKeyPair is tls.LoadX509KeyPair with readBounded's bounds.
-func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
-	cert, err := readBounded(certFile, maxPEMFile)
+func loadKeyPair(certFile, keyFile string, by time.Time) (tls.Certificate, error) {
+	cert, err := readBounded(certFile, maxPEMFile, by)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	key, err := readBounded(keyFile, maxPEMFile)
+	key, err := readBounded(keyFile, maxPEMFile, by)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

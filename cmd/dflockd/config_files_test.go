@@ -62,23 +62,27 @@ func TestBadFilesExit(t *testing.T) {
 }
 
 // TestConfigFileFromPipe: a file that is a pipe is read (a process
-// substitution such as --auth-token-file <(pass show dflockd)), but one
-// that does not deliver within pipeWait is refused rather than waited on.
+// substitution such as --auth-token-file <(pass show dflockd), a FIFO
+// whose writer comes a little later), but the files must all be there
+// within pipeWait of the start: a stalled writer or a FIFO nobody opens is
+// refused rather than waited on for ever (review 13), and a late FIFO
+// writer is waited for, as before (review 14 found the first fix refused
+// it at once).
 func TestConfigFileFromPipe(t *testing.T) {
 	if _, err := os.Stat("/proc/self/fd"); err != nil {
 		t.Skip("names a pipe by /proc/self/fd (Linux)")
 	}
 	defer func(w time.Duration) { pipeWait = w }(pipeWait)
 	pipeWait = 300 * time.Millisecond
+	fdPath := func(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
 
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
 	defer func() { _ = r.Close() }()
-	path := "/proc/self/fd/" + strconv.Itoa(int(r.Fd()))
 	_, err = w.WriteString("s3cret\n")
 	require.NoError(t, err)
 	require.NoError(t, w.Close())
-	b, err := readSmallFile(path)
+	b, err := readSmallFile(fdPath(r), time.Time{})
 	require.NoError(t, err)
 	assert.Equal(t, "s3cret\n", string(b))
 
@@ -88,7 +92,37 @@ func TestConfigFileFromPipe(t *testing.T) {
 	_, err = w2.WriteString("s3c") // the writer stalls, its end open
 	require.NoError(t, err)
 	start := time.Now()
-	_, err = readSmallFile("/proc/self/fd/" + strconv.Itoa(int(r2.Fd())))
-	require.ErrorContains(t, err, "still being written after 300ms")
+	_, err = readSmallFile(fdPath(r2), time.Time{})
+	require.EqualError(t, err, fdPath(r2)+": still being written 300ms after the start")
 	assert.Less(t, time.Since(start), 3*time.Second)
+
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			_, _ = f.WriteString("late\n")
+			_ = f.Close()
+		}
+	}()
+	b, err = readSmallFile(fifo, time.Time{})
+	require.NoError(t, err, "a FIFO's writer 100 ms late")
+	assert.Equal(t, "late\n", string(b))
+
+	// Nobody writes: refused at the deadline. The deadline is shared: a
+	// second file read after it fails at once.
+	by := time.Now().Add(pipeWait)
+	start = time.Now()
+	_, err = readSmallFile(fifo, by)
+	require.EqualError(t, err, fifo+": no writer 300ms after the start")
+	assert.Less(t, time.Since(start), 3*time.Second)
+	start = time.Now()
+	_, err = readSmallFile(fifo, by)
+	require.EqualError(t, err, fifo+": no writer 300ms after the start")
+	assert.Less(t, time.Since(start), 100*time.Millisecond, "the deadline had passed")
+	// The opens left waiting end when a writer comes, and close. (Without
+	// a reader waiting, this open would fail with ENXIO.)
+	f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	require.NoError(t, err)
+	_ = f.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -41,6 +42,8 @@ func writeFile(t *testing.T, name, content string) string {
 func TestParseConfigDefaults(t *testing.T) {
 	o, err := parse(t, nil, nil)
 	require.NoError(t, err)
+	assert.WithinDuration(t, time.Now().Add(pipeWait), o.filesBy, time.Second)
+	o.filesBy = time.Time{}
 	assert.Equal(t, &options{
 		Host:               "127.0.0.1",
 		Port:               6388,
@@ -357,10 +360,14 @@ func TestParseConfigHost(t *testing.T) {
 		require.NoError(t, err, "%q", h)
 		assert.Equal(t, "127.0.0.1", o.Host, "DFLOCKD_HOST=%q", h)
 	}
-	for _, h := range []string{"", " "} {
-		o, err := parse(t, []string{"--host", h}, map[string]string{"DFLOCKD_HOST": "127.0.0.2"})
-		require.NoError(t, err, "%q", h)
-		assert.Equal(t, "", o.Host, "--host %q", h)
+	o, err = parse(t, []string{"--host", ""}, map[string]string{"DFLOCKD_HOST": "127.0.0.2"})
+	require.NoError(t, err)
+	assert.Equal(t, "", o.Host, "--host '' is every interface")
+	// Blanks as a flag are a mistake (--host="$UNSET_VAR" with a space):
+	// refused, not every interface (review 14).
+	for _, h := range []string{" ", "\t", "\u00a0", " \r\n"} {
+		_, err := parse(t, []string{"--host", h}, nil)
+		require.EqualError(t, err, fmt.Sprintf("invalid --host: %q is blank (--host '' listens on every interface)", h))
 	}
 	// The flag wins: a bad variable is not read.
 	o, err = parse(t, []string{"--host", "localhost"}, map[string]string{"DFLOCKD_HOST": "999.1.1.1"})

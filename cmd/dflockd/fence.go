@@ -45,7 +45,9 @@ type fenceState struct {
 	failures int       // since then
 }
 
-func newFenceState(path string) (*fenceState, error) {
+// newFenceState reads the ceiling persisted at path, if any, by the time
+// by (see readBounded).
+func newFenceState(path string, by time.Time) (*fenceState, error) {
 	f := &fenceState{path: path}
 	if path == "" {
 		return f, nil
@@ -58,7 +60,7 @@ func newFenceState(path string) (*fenceState, error) {
 		return nil, err
 	}
 	f.path = real
-	b, err := readSmallFile(f.path)
+	b, err := readSmallFile(f.path, by)
 	switch {
 	case os.IsNotExist(err):
 	case err != nil:

@@ -62,7 +62,7 @@ func TestFencePersistFailureLog(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sub", "fence")
 	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	f, err := newFenceState(path)
+	f, err := newFenceState(path, time.Time{})
 	require.NoError(t, err)
 	table := lockcore.New(lockcore.Config{FenceStart: f.start()})
 	// The state directory goes away (unmounted volume, disk error...):

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -22,7 +23,7 @@ func TestFenceStateDanglingSymlink(t *testing.T) {
 	link := filepath.Join(dir, "fence")
 	require.NoError(t, os.Symlink(target, link))
 
-	f, err := newFenceState(link)
+	f, err := newFenceState(link, time.Time{})
 	require.NoError(t, err, "a fence state symlink whose target does not exist yet is refused")
 	fi, err := os.Lstat(link)
 	require.NoError(t, err)
@@ -36,7 +37,7 @@ func TestFenceStateDanglingSymlink(t *testing.T) {
 func TestFencePersistFailureCountAfterRecovery(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
-	f, err := newFenceState(filepath.Join(dir, "fence"))
+	f, err := newFenceState(filepath.Join(dir, "fence"), time.Time{})
 	require.NoError(t, err)
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(core)

@@ -135,7 +135,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 
 	var tlsCfg *tls.Config
 	if o.TLSCert != "" {
-		cert, err := loadKeyPair(o.TLSCert, o.TLSKey)
+		cert, err := loadKeyPair(o.TLSCert, o.TLSKey, o.filesBy)
 		if err != nil {
 			_, _ = fmt.Fprintf(stderr, "dflockd: invalid --tls-cert/--tls-key: %s\n", oneLine(err.Error()))
 			return 2
@@ -143,7 +143,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, re
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 
-	fence, err := newFenceState(o.FenceStateFile)
+	fence, err := newFenceState(o.FenceStateFile, o.filesBy)
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "dflockd: invalid --fence-state-file: %s\n", oneLine(err.Error()))
 		return 2
