@@ -76,7 +76,7 @@ func (r *fdServer) fds(t *testing.T) int {
 
 const (
 	metricAccepted = "dflockd_connections_accepted_total"
-	metricRefused = `dflockd_rejections_total{reason="max_connections"}`
+	metricRefused  = `dflockd_rejections_total{reason="max_connections"}`
 )
 
 // TestFloodCountsExact: every connection attempt made to the

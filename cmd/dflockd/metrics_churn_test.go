@@ -89,7 +89,7 @@ func TestMetricsGaugesAfterChurn(t *testing.T) {
 	// Left: holders 10..19 (10), granted waiters 0,2,4,6,8 (5) hold;
 	// waiters 10,12,...,18 (5) parked; sem: 3 held, 0 waiting.
 	left := float64(n/2 + n/2 + 3)
-	m = waitSeries(t, base, "", `dflockd_connections{transport="plain"}`, left)
+	waitSeries(t, base, "", `dflockd_connections{transport="plain"}`, left)
 	time.Sleep(100 * time.Millisecond)
 	m = scrapeText(t, base, "")
 	assert.Equal(t, 15.0, m[`dflockd_held{namespace="lock"}`])
