@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// fdServer is a server run as a subprocess with its side port, for tests
+// that lower its open-file limit while it runs (prlimit --pid): scrapes
+// go over one keep-alive connection opened before.
 type fdServer struct {
 	srv   *proc
 	hc    *http.Client
@@ -198,4 +204,61 @@ func TestRefusalLogRate(t *testing.T) {
 	}
 	t.Logf("%d refusal lines over ~6 s; %d within 900 ms of the previous: %v", len(times), tooClose, gaps)
 	assert.Zero(t, tooClose, "refusal warnings less than a second apart: %v", gaps)
+}
+
+// TestAcceptedMonotonic: during a descriptor flood on the plain port
+// (the limit lowered so that gnet's dup fails after accept),
+// dflockd_connections_accepted_total is a Prometheus counter and must never
+// decrease between two scrapes (it did, 44 -> 43, in a quarter of them,
+// while a failed enroll took its accept back; review 14).
+func TestAcceptedMonotonic(t *testing.T) {
+	r := startFDServer(t)
+	out, err := exec.Command("prlimit", "--pid", strconv.Itoa(r.srv.cmd.Process.Pid), "--nofile=60:60").CombinedOutput()
+	require.NoError(t, err, string(out))
+	// Fill the lowered limit with held connections, so every later
+	// connection is accepted and then fails gnet's dup (EMFILE).
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			_ = c.Close()
+		}
+	}()
+	for range 80 {
+		if nc, err := net.DialTimeout("tcp", r.srv.addr, time.Second); err == nil {
+			held = append(held, nc)
+		}
+	}
+	var stop atomic.Bool
+	var dials atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for !stop.Load() {
+				if nc, err := net.DialTimeout("tcp", r.srv.addr, time.Second); err == nil {
+					dials.Add(1)
+					_ = nc.Close()
+				}
+			}
+		})
+	}
+	prev := map[string]float64{metricAccepted: -1, metricRefused: -1}
+	var decreases []string
+	scrapes := 0
+	for deadline := time.Now().Add(6 * time.Second); time.Now().Before(deadline); scrapes++ {
+		m := r.scrape(t)
+		for _, name := range []string{metricAccepted, metricRefused} {
+			if m[name] < prev[name] {
+				decreases = append(decreases, fmt.Sprintf("%s %v -> %v", name, prev[name], m[name]))
+			}
+			prev[name] = m[name]
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("scrapes %d, dials %d, final accepted %v refused %v", scrapes, dials.Load(), prev[metricAccepted], prev[metricRefused])
+	require.True(t, r.srv.running())
+	r.tr.CloseIdleConnections()
+	r.first.close()
+	r.srv.stop(t)
+	assert.Empty(t, decreases, "counters went down between scrapes")
 }
