@@ -292,9 +292,13 @@ func (tc *timerCount) Run(context.Context) error {
 // without locking the request path, and asks each event loop for its
 // timer count (waiting at most a few milliseconds for a busy loop).
 func (s *Server) Metrics() Metrics {
+	// A plain connection holds its place in conns from the accept (the
+	// cap) but counts as accepted once its loop opens it: one snapshot
+	// shows no more open than accepted.
+	conns, accepted := s.conns.Load(), s.accepted.Load()
 	m := Metrics{
-		Connections:   s.conns.Load(),
-		Accepted:      s.accepted.Load(),
+		Connections:   min(conns, int64(accepted)),
+		Accepted:      accepted,
 		Refused:       uint64(s.refused.Load()),
 		ConnCap:       s.connCap,
 		Parked:        s.parked.Load(),

@@ -32,3 +32,12 @@ func nonNegative[T int64 | uint64](v T) uint64 {
 	}
 	return uint64(v)
 }
+
+// openFileLimit returns the process's open-file soft limit.
+func openFileLimit() (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	return nonNegative(rl.Cur), nil
+}

@@ -131,7 +131,8 @@ type Server struct {
 	refusedMu     sync.Mutex
 	refusedLogged int64
 	refusedLogAt  time.Time
-	refusedTail   bool // a log of the rest of a burst is scheduled
+	refusedTail   bool      // a log of the rest of a burst is scheduled
+	stuckLogAt    time.Time // noteAcceptStuck's last line
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopTimers
@@ -310,9 +311,9 @@ func (s *Server) Serve() error {
 					// No reserve to take a connection with: closing it
 					// was not enough (the limit was lowered below what
 					// is open). Nothing is taken, so nothing is counted;
-					// the warning still says why connections wait.
+					// a warning says why connections wait.
 					if spare = openSpare(); spare == nil {
-						s.noteRefused(0)
+						s.noteAcceptStuck()
 						time.Sleep(10 * time.Millisecond)
 					}
 					continue
@@ -408,6 +409,22 @@ func (s *Server) noteRefused(n int64) {
 		s.refusedTail = true
 		time.AfterFunc(time.Second-since, s.refusalTail)
 	}
+}
+
+// noteAcceptStuck logs, at most once a second, that accept fails for want
+// of descriptors and none is left to refuse a connection with: new
+// connections wait in the listen backlog, neither served nor refused.
+func (s *Server) noteAcceptStuck() {
+	s.refusedMu.Lock()
+	defer s.refusedMu.Unlock()
+	if time.Since(s.stuckLogAt) < time.Second {
+		return
+	}
+	s.stuckLogAt = time.Now()
+	limit, _ := openFileLimit()
+	s.log.Warn("cannot accept: out of file descriptors (the open-file limit is at or below what is open); new connections wait in the listen backlog",
+		zap.Uint64("open_files_limit", limit),
+		zap.Int64("open_connections", s.conns.Load()))
 }
 
 // refusalTail logs the refusals since the last line, a second after it.

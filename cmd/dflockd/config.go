@@ -416,20 +416,34 @@ func readSmallFile(path string, by time.Time) ([]byte, error) {
 	return readBounded(path, maxSmallFile, by)
 }
 
-// readBounded reads a file of at most limit bytes, all of it by the time
-// by (the zero time: pipeWait from now). Opening a FIFO waits for its
-// writer and reading a pipe waits for its content, as before, but a wrong
-// path or a stalled writer fails with one line rather than hang the start.
+// readBounded reads a file of at most limit bytes. A regular file is
+// read as it is; anything else (a FIFO, a pipe, a terminal) by the time by
+// (the zero time: pipeWait from now), with a grace of pipeGrace for what
+// is already there when by has passed (an earlier file may have used the
+// time up). Opening a FIFO waits for its writer and reading a pipe waits
+// for its content, as before, but a stalled writer fails with one line
+// rather than hang the start.
 func readBounded(path string, limit int, by time.Time) ([]byte, error) {
-	if by.IsZero() {
-		by = time.Now().Add(pipeWait)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
 	}
-	f, err := openBy(path, by)
+	var f *os.File
+	if fi.Mode().IsRegular() || fi.IsDir() {
+		f, err = os.Open(path)
+	} else {
+		if by.IsZero() {
+			by = time.Now().Add(pipeWait)
+		}
+		by = later(by, time.Now().Add(pipeGrace))
+		if f, err = openBy(path, by); err == nil {
+			_ = f.SetReadDeadline(by)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = f.Close() }()
-	_ = f.SetReadDeadline(by) // ErrNoDeadline: a regular file
 	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil, fmt.Errorf("%s: still being written %v after the start", path, pipeWait)
@@ -441,6 +455,16 @@ func readBounded(path string, limit int, by time.Time) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than %d KiB", path, limit>>10)
 	}
 	return b, nil
+}
+
+// pipeGrace is what a pipe read after the start's deadline still gets.
+const pipeGrace = 100 * time.Millisecond
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // openBy opens path for reading, waiting until by at most: opening a FIFO

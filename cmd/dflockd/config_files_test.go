@@ -119,7 +119,24 @@ func TestConfigFileFromPipe(t *testing.T) {
 	start = time.Now()
 	_, err = readSmallFile(fifo, by)
 	require.EqualError(t, err, fifo+": no writer 300ms after the start")
-	assert.Less(t, time.Since(start), 100*time.Millisecond, "the deadline had passed")
+	assert.Less(t, time.Since(start), 300*time.Millisecond, "the deadline had passed: only pipeGrace (100 ms)")
+	// A regular file or a missing one is not held to the deadline (review
+	// 15: both failed "no writer" once it had passed).
+	b, err = readSmallFile(writeFile(t, "regular", "tok\n"), time.Now().Add(-time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, "tok\n", string(b))
+	_, err = readSmallFile(filepath.Join(t.TempDir(), "missing"), time.Now().Add(-time.Second))
+	require.True(t, os.IsNotExist(err), "%v", err)
+	// A pipe whose content is all there is read, within pipeGrace.
+	r3, w3, err := os.Pipe()
+	require.NoError(t, err)
+	defer func() { _ = r3.Close() }()
+	_, err = w3.WriteString("there\n")
+	require.NoError(t, err)
+	require.NoError(t, w3.Close())
+	b, err = readSmallFile(fdPath(r3), time.Now().Add(-time.Second))
+	require.NoError(t, err)
+	assert.Equal(t, "there\n", string(b))
 	// The opens left waiting end when a writer comes, and close. (Without
 	// a reader waiting, this open would fail with ENXIO.)
 	f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
