@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -416,37 +417,59 @@ func readSmallFile(path string, by time.Time) ([]byte, error) {
 	return readBounded(path, maxSmallFile, by)
 }
 
-// readBounded reads a file of at most limit bytes. A regular file is
-// read as it is; anything else (a FIFO, a pipe, a terminal) by the time by
-// (the zero time: pipeWait from now), with a grace of pipeGrace for what
-// is already there when by has passed (an earlier file may have used the
-// time up). Opening a FIFO waits for its writer and reading a pipe waits
-// for its content, as before, but a stalled writer fails with one line
-// rather than hang the start.
+// readBounded reads a file of at most limit bytes by the time by (the
+// zero time: pipeWait from now), with a grace of pipeGrace when by has
+// passed (an earlier file may have used the time up). Opening a FIFO waits
+// for its writer and reading a pipe waits for its content, as before, but
+// neither that nor an open that cannot finish (a leased file, a hung
+// mount) holds the start for longer: it fails with one line. The open and
+// read run in a goroutine that is left to end on its own after a timeout
+// (the server exits on the error).
 func readBounded(path string, limit int, by time.Time) ([]byte, error) {
-	fi, err := os.Stat(path)
+	wait := pipeWait // for the messages; the goroutine may outlive this call
+	if by.IsZero() {
+		by = time.Now().Add(wait)
+	}
+	by = later(by, time.Now().Add(pipeGrace))
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	var opened atomic.Bool
+	go func() {
+		b, err := readOpened(path, limit, by, wait, &opened)
+		done <- result{b, err}
+	}()
+	// A little past by, so that a pipe's read deadline answers first.
+	t := time.NewTimer(time.Until(by) + pipeGrace)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.b, r.err
+	case <-t.C:
+		if !opened.Load() {
+			return nil, fmt.Errorf("%s: not opened %v after the start (a FIFO without a writer?)", path, wait)
+		}
+		return nil, fmt.Errorf("%s: still being read %v after the start", path, wait)
+	}
+}
+
+// readOpened is readBounded's open and read; anything but a regular file
+// is read with the deadline by.
+func readOpened(path string, limit int, by time.Time, wait time.Duration, opened *atomic.Bool) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	var f *os.File
-	if fi.Mode().IsRegular() || fi.IsDir() {
-		f, err = os.Open(path)
-	} else {
-		if by.IsZero() {
-			by = time.Now().Add(pipeWait)
-		}
-		by = later(by, time.Now().Add(pipeGrace))
-		if f, err = openBy(path, by); err == nil {
-			_ = f.SetReadDeadline(by)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
+	opened.Store(true)
 	defer func() { _ = f.Close() }()
+	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		_ = f.SetReadDeadline(by)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return nil, fmt.Errorf("%s: still being written %v after the start", path, pipeWait)
+		return nil, fmt.Errorf("%s: still being written %v after the start", path, wait)
 	}
 	if err != nil {
 		return nil, err
@@ -457,7 +480,7 @@ func readBounded(path string, limit int, by time.Time) ([]byte, error) {
 	return b, nil
 }
 
-// pipeGrace is what a pipe read after the start's deadline still gets.
+// pipeGrace is what a file read after the start's deadline still gets.
 const pipeGrace = 100 * time.Millisecond
 
 func later(a, b time.Time) time.Time {
@@ -465,34 +488,6 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// openBy opens path for reading, waiting until by at most: opening a FIFO
-// waits for a writer. An open still waiting then is left to finish in the
-// background and closed (the server exits on the error).
-func openBy(path string, by time.Time) (*os.File, error) {
-	type opened struct {
-		f   *os.File
-		err error
-	}
-	done := make(chan opened, 1)
-	go func() {
-		f, err := os.Open(path)
-		done <- opened{f, err}
-	}()
-	t := time.NewTimer(time.Until(by))
-	defer t.Stop()
-	select {
-	case o := <-done:
-		return o.f, o.err
-	case <-t.C:
-		go func() {
-			if o := <-done; o.f != nil {
-				_ = o.f.Close()
-			}
-		}()
-		return nil, fmt.Errorf("%s: no writer %v after the start", path, pipeWait)
-	}
 }
 
 // loadKeyPair is tls.LoadX509KeyPair with readBounded's bounds.
