@@ -313,7 +313,7 @@ func (s *Server) Serve() error {
 					// is open). Nothing is taken, so nothing is counted;
 					// a warning says why connections wait.
 					if spare = openSpare(); spare == nil {
-						s.noteAcceptStuck()
+						s.noteAcceptStuck(err)
 						time.Sleep(10 * time.Millisecond)
 					}
 					continue
@@ -414,7 +414,7 @@ func (s *Server) noteRefused(n int64) {
 // noteAcceptStuck logs, at most once a second, that accept fails for want
 // of descriptors and none is left to refuse a connection with: new
 // connections wait in the listen backlog, neither served nor refused.
-func (s *Server) noteAcceptStuck() {
+func (s *Server) noteAcceptStuck(err error) {
 	s.refusedMu.Lock()
 	defer s.refusedMu.Unlock()
 	if time.Since(s.stuckLogAt) < time.Second {
@@ -422,7 +422,8 @@ func (s *Server) noteAcceptStuck() {
 	}
 	s.stuckLogAt = time.Now()
 	limit, _ := openFileLimit()
-	s.log.Warn("cannot accept: out of file descriptors (the open-file limit is at or below what is open); new connections wait in the listen backlog",
+	s.log.Warn("cannot accept: out of file descriptors (EMFILE: the process's open-file limit is at or below what it has open; ENFILE: the system's table is full); new connections wait in the listen backlog",
+		zap.Error(err),
 		zap.Uint64("open_files_limit", limit),
 		zap.Int64("open_connections", s.conns.Load()))
 }
