@@ -405,10 +405,10 @@ const maxSmallFile = 64 << 10
 // maxPEMFile bounds each of the TLS certificate and key files.
 const maxPEMFile = 1 << 20
 
-// pipeWait bounds how long the configuration files that are pipes (a
-// FIFO, or a process substitution such as <(pass show dflockd)) may take
-// to deliver their content, all of them together from the start. A
-// variable for tests.
+// pipeWait bounds how long the configuration files may take to open and
+// read, all of them together from the start: a FIFO waits for its writer,
+// a pipe (<(pass show dflockd)) for its content, and any file for a hung
+// mount or another holder's lease. A variable for tests.
 var pipeWait = 5 * time.Second
 
 // readSmallFile reads a file of at most maxSmallFile bytes by by (see
