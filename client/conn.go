@@ -150,6 +150,12 @@ func DialContext(ctx context.Context, addr string, opts ...DialOption) (*Conn, e
 	if d == nil {
 		d = &net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: defaultKeepAlive}
 	}
+	if _, ok := ctx.Deadline(); !ok && d.Timeout > 0 {
+		// One bound for TCP, TLS and auth together, not one each.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
+		defer cancel()
+	}
 	var (
 		nc, raw net.Conn
 		err     error
@@ -169,13 +175,7 @@ func DialContext(ctx context.Context, addr string, opts ...DialOption) (*Conn, e
 	}
 	c := newConn(nc, raw, dc.heartbeat)
 	if dc.auth != "" {
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if _, ok := ctx.Deadline(); !ok && d.Timeout > 0 {
-			actx, cancel = context.WithTimeout(ctx, d.Timeout)
-		}
-		err := c.Auth(actx, dc.auth)
-		cancel()
-		if err != nil {
+		if err := c.Auth(ctx, dc.auth); err != nil {
 			_ = c.Close()
 			return nil, err
 		}

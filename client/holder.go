@@ -169,6 +169,7 @@ type hold struct {
 	renewDone        chan struct{}
 	done             chan struct{} // closed when the hold ends
 	err              error         // set when the hold was lost
+	cancelDial       context.CancelFunc
 }
 
 // reacquireReleaseWait bounds how long an Acquire or Enqueue of a held
@@ -194,7 +195,11 @@ var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return
 // start ends the current hold (as dflockd's client does: acquiring again
 // drops what was held) and dials a connection for a new one.
 func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
-	hd := &hold{sp: sp, done: make(chan struct{})}
+	// The dial is ended by what ends the hold (Release, Close, another
+	// Acquire), not only by ctx: endLocked cancels dctx.
+	dctx, cancelDial := context.WithCancel(ctx)
+	defer cancelDial()
+	hd := &hold{sp: sp, done: make(chan struct{}), cancelDial: cancelDial}
 	h.mu.Lock()
 	old := h.cur
 	var op *releaseOp
@@ -229,10 +234,13 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 			t.Stop()
 		}
 	}
-	conn, err := sp.dial(ctx)
+	conn, err := sp.dial(dctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
+		if hd.state == stateEnded && ctx.Err() == nil {
+			return nil, errClosedHere // ended while connecting
+		}
 		h.endLocked(hd, nil)
 		return nil, err
 	}
@@ -247,6 +255,7 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 // acquire runs l/sl on a fresh connection. A server-side timeout is
 // (false, nil), as in dflockd's client.
 func (h *holder) acquire(ctx context.Context, sp spec, timeout time.Duration) (bool, error) {
+	ctx = orBackground(ctx)
 	hd, err := h.start(ctx, sp)
 	if err != nil {
 		return false, err
@@ -264,6 +273,7 @@ func (h *holder) acquire(ctx context.Context, sp spec, timeout time.Duration) (b
 
 // enqueue runs e/se on a fresh connection.
 func (h *holder) enqueue(ctx context.Context, sp spec) (string, error) {
+	ctx = orBackground(ctx)
 	hd, err := h.start(ctx, sp)
 	if err != nil {
 		return "", err
@@ -302,6 +312,7 @@ func (h *holder) enqueue(ctx context.Context, sp spec) (string, error) {
 // left a place (or a fast-path grant) to collect. Without one it answers
 // ErrNotQueued and leaves a held lock alone.
 func (h *holder) wait(ctx context.Context, timeout time.Duration) (bool, error) {
+	ctx = orBackground(ctx)
 	h.mu.Lock()
 	hd := h.cur
 	if hd == nil || !hd.pendingWait || hd.state != stateQueued && hd.state != stateHeld {
@@ -396,13 +407,22 @@ func (h *holder) granted(hd *hold, g Grant) (bool, error) {
 func (h *holder) fail(ctx context.Context, hd *hold, err error) error {
 	h.mu.Lock()
 	var op *releaseOp
+	var lost error
 	aborting := hd.abort != nil // a Release or Acquire is aborting it: the abort owns the connection
-	if !aborting && isCtxErr(err) && hd.state != stateEnded && hd.state != stateHeld && hd.conn.Err() == nil {
+	switch {
+	case !aborting && isCtxErr(err) && hd.state != stateEnded && hd.state != stateHeld && hd.conn.Err() == nil:
 		// The request was abandoned, not answered: a grant may be on
 		// its way, which the abort releases (see runAbort).
 		h.endLocked(hd, nil)
 		op = h.abortLocked(hd)
-	} else {
+	case !aborting && hd.state == stateHeld:
+		// A Wait on a grant held since its Enqueue failed (wait keeps
+		// the hold when only its context ended on a sound connection):
+		// the connection broke or the server no longer knows the grant.
+		// That ends a held lock as the renewer's finding would, as a
+		// loss, not as a release.
+		lost = h.lostLocked(hd, err)
+	default:
 		h.endLocked(hd, nil)
 	}
 	h.mu.Unlock()
@@ -411,6 +431,11 @@ func (h *holder) fail(ctx context.Context, hd *hold, err error) error {
 		h.runAbort(ctx, op)
 	case !aborting:
 		h.stop(hd)
+	}
+	if lost != nil {
+		if cb := hd.sp.onRenewError; cb != nil {
+			cb(lost)
+		}
 	}
 	switch {
 	case errors.Is(err, ErrTimeout):
@@ -424,6 +449,17 @@ func (h *holder) fail(ctx context.Context, hd *hold, err error) error {
 		return errClosedHere
 	}
 	return err
+}
+
+// orBackground is ctx, or context.Background() for a nil ctx: Lock and
+// Semaphore take nil as no context rather than panic, possibly in a
+// goroutine of their own that no caller could recover (a release goes on
+// in the background).
+func orBackground(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
 }
 
 // isCtxErr tells whether err is a context's error: a call gave up on its
@@ -459,6 +495,7 @@ func joinErr(a, b error) error {
 // ends first it returns ctx.Err(), and the releases go on in the
 // background; what they report is kept for the next Release.
 func (h *holder) release(ctx context.Context) error {
+	ctx = orBackground(ctx)
 	h.mu.Lock()
 	hd := h.cur
 	var op *releaseOp
@@ -779,6 +816,9 @@ func (h *holder) endLocked(hd *hold, err error) {
 	}
 	hd.state, hd.err = stateEnded, err
 	close(hd.done)
+	if hd.cancelDial != nil {
+		hd.cancelDial() // a dial still in progress gives up
+	}
 	if h.cur == hd {
 		h.cur = nil
 	}

@@ -15,7 +15,8 @@ import (
 // closed by Release, Close, a timeout or a failure. Acquire, Enqueue and
 // Wait are meant to be called from one goroutine at a time; Release, Close
 // and the accessors may be called from any goroutine, also while an
-// Acquire or Wait is in flight (which they end).
+// Acquire or Wait is in flight (which they end), including one still
+// connecting. A nil ctx is taken as context.Background().
 type Lock struct {
 	// Key names the lock: non-empty, no whitespace, at most 256 bytes.
 	Key string
