@@ -118,14 +118,18 @@ type Server struct {
 	// cutOff counts sessions closed with a request still parked or a
 	// decided reply unsent: Shutdown reports ctx.Err() only if its Close
 	// cut something off.
-	cutOff   atomic.Int64
-	directs  atomic.Int64 // parked results written by their completer (tryDirect)
-	bigOut   atomic.Int64 // KiB of large replies not yet written (appendStats)
-	closes   [NumCloseReasons]atomic.Int64
-	nextID   atomic.Uint64
-	draining atomic.Bool
-	refused  atomic.Int64 // connections closed at accept (over a cap)
-	accepted atomic.Uint64
+	cutOff  atomic.Int64
+	directs atomic.Int64 // parked results written by their completer (tryDirect)
+	bigOut  atomic.Int64 // KiB of large replies not yet written (appendStats)
+	// lastBigKiB is the size of the last stats reply rendered, if large
+	// (0 if not): appendStats refuses without rendering when it would not
+	// fit the budget left.
+	lastBigKiB atomic.Int64
+	closes     [NumCloseReasons]atomic.Int64
+	nextID     atomic.Uint64
+	draining   atomic.Bool
+	refused    atomic.Int64 // connections closed at accept (over a cap)
+	accepted   atomic.Uint64
 	// refusals are logged at most once a second, with a count; the rest
 	// of a burst when the second is up (noteRefused).
 	refusedMu     sync.Mutex

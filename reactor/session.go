@@ -393,13 +393,22 @@ const (
 // appendStats answers stats.
 func (s *session) appendStats(now int64) {
 	srv := s.srv
-	// Spent: refuse before rendering, which costs about 6 ms for 1,024
-	// such keys; or the rendered reply does not fit what is left.
+	// Refuse before rendering, which costs about 6 ms for 1,024 such
+	// keys, when the budget is spent or the last large reply would not
+	// fit what is left (a refusal answers 6 bytes, so without this each
+	// 10-byte pipelined stats cost the loop a full render); or when the
+	// rendered reply does not fit. The estimate is the last large
+	// reply's size: stale only while keys go away, and then only until
+	// the budget is given back.
 	var body []byte
-	if srv.bigOut.Load() < bigOutBudget>>10 {
+	if cur := srv.bigOut.Load(); cur == 0 || cur < bigOutBudget>>10 && cur+srv.lastBigKiB.Load() <= bigOutBudget>>10 {
 		body = srv.statsJSON(now)
+		kib := int64(0)
 		if len(body) > bigReply {
-			kib := int64(len(body)+len("ok \n")+1023) >> 10
+			kib = int64(len(body)+len("ok \n")+1023) >> 10
+		}
+		srv.lastBigKiB.Store(kib)
+		if kib > 0 {
 			if srv.chargeBig(kib) {
 				s.bigKiB += uint32(kib)
 			} else {
