@@ -69,15 +69,16 @@ func httpHandler(srv *reactor.Server, reg *prometheus.Registry, authToken string
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	guard := bearer(authToken)
-	mux.Handle("GET /metrics", guard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+	renders := make(chan struct{}, httpMaxRenders) // shared by /metrics and /v1/stats
+	mux.Handle("GET /metrics", guard(limitRenders(renders, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:          stdLog(log),
 		ErrorHandling:     promhttp.ContinueOnError,
 		EnableOpenMetrics: true,
-	})))
-	mux.Handle("GET /v1/stats", guard(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	}))))
+	mux.Handle("GET /v1/stats", guard(limitRenders(renders, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(append(srv.StatsJSON(), '\n'))
-	})))
+	}))))
 	if withPProf {
 		mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/cmdline", guard(http.HandlerFunc(pprof.Cmdline)))
@@ -86,6 +87,29 @@ func httpHandler(srv *reactor.Server, reg *prometheus.Registry, authToken string
 		mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
 	}
 	return mux
+}
+
+// httpMaxRenders caps the /metrics and /v1/stats responses in progress at
+// once (each can be megabytes with many keys, held until its client has
+// read it); past it they answer 503 at once. Without it 64 clients that
+// asked for /v1/stats and stopped reading held every one of the side
+// port's connections, and /healthz and /readyz went unanswered.
+const httpMaxRenders = 8
+
+// limitRenders runs h when one of sem's slots is free, and answers 503
+// (with Retry-After) when none is.
+func limitRenders(sem chan struct{}, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case sem <- struct{}{}:
+		default:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "busy: too many metrics or stats responses in progress", http.StatusServiceUnavailable)
+			return
+		}
+		defer func() { <-sem }()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // bearer wraps handlers to require "Authorization: Bearer <token>" (the
@@ -124,6 +148,12 @@ func bearerOK(header string, want *[sha256.Size]byte) bool {
 // startHTTP serves the side port on ln (bound by the caller) in the
 // background.
 func startHTTP(ln net.Listener, srv *reactor.Server, table *lockcore.Table, o *options, log *zap.Logger) *httpSide {
+	return startHTTPStall(ln, srv, table, o, log, httpWriteStall)
+}
+
+// startHTTPStall is startHTTP with the write-stall bound given (tests
+// shorten it).
+func startHTTPStall(ln net.Listener, srv *reactor.Server, table *lockcore.Table, o *options, log *zap.Logger, stall time.Duration) *httpSide {
 	log = log.Named("http")
 	h := &httpSide{
 		ln:  ln,
@@ -137,6 +167,7 @@ func startHTTP(ln net.Listener, srv *reactor.Server, table *lockcore.Table, o *o
 		},
 	}
 	lim := newLimitListener(ln, httpMaxConns)
+	lim.stall = stall
 	h.srv.ConnState = lim.connState
 	go func() {
 		if err := h.srv.Serve(lim); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -178,10 +209,21 @@ func stdLog(log *zap.Logger) *stdlog.Logger {
 // past the cap) and later ones wait in the kernel's accept queue.
 const httpMaxConns = 64
 
+// httpWriteStall bounds how long a response write may make no progress
+// (each 64 KiB must go within it): a client that stops reading loses its
+// connection, and its slot, after it. It is a progress bound, not a
+// WriteTimeout, so a slow reader of a large response and a long
+// /debug/pprof/profile are not cut off.
+const (
+	httpWriteStall = 10 * time.Second
+	httpWriteChunk = 64 << 10
+)
+
 // limitListener accepts at most n connections open at once.
 type limitListener struct {
 	net.Listener
 	sem       chan struct{}
+	stall     time.Duration // see httpWriteStall; 0: none
 	done      chan struct{}
 	closeOnce sync.Once
 	idleSig   chan struct{} // a connection went idle
@@ -269,6 +311,26 @@ type limitConn struct {
 	net.Conn
 	l    *limitListener
 	once sync.Once
+}
+
+// Write writes p in chunks of httpWriteChunk, each within the stall bound.
+func (c *limitConn) Write(p []byte) (n int, err error) {
+	if c.l.stall <= 0 {
+		return c.Conn.Write(p)
+	}
+	for len(p) > 0 {
+		chunk := p[:min(len(p), httpWriteChunk)]
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.l.stall)); err != nil {
+			return n, err
+		}
+		m, err := c.Conn.Write(chunk)
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[m:]
+	}
+	return n, nil
 }
 
 func (c *limitConn) Close() error {
