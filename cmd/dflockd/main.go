@@ -103,6 +103,10 @@ func fdReserve(sidePort bool) int {
 }
 
 func main() {
+	// A write to a broken pipe on stdout or stderr (a log reader that went
+	// away) would otherwise end the process with SIGPIPE, and every lock
+	// with it: ignored, the write fails and the log line is lost.
+	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil))
 }
 
