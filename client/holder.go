@@ -238,8 +238,14 @@ func (h *holder) start(ctx context.Context, sp spec) (*hold, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
-		if hd.state == stateEnded && ctx.Err() == nil {
-			return nil, errClosedHere // ended while connecting
+		if hd.state == stateEnded { // ended while connecting
+			// The dial's own error may be dctx's cancellation: the
+			// caller gets ctx's error if ctx has ended (whichever came
+			// first), else ErrClosed, never a bare context.Canceled.
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, cerr
+			}
+			return nil, errClosedHere
 		}
 		h.endLocked(hd, nil)
 		return nil, err

@@ -45,9 +45,11 @@ type Lock struct {
 	// AuthToken, when set, authenticates each connection with this secret.
 	AuthToken string
 	// OnRenewError, when set, is called once when a held lock is lost: a
-	// renewal failed, the connection broke, or the lease ran out before a
-	// renewal was answered. It is called from the renewal goroutine, or
-	// from the Release or Acquire that found the connection broken first.
+	// renewal failed, the connection broke, the lease ran out before a
+	// renewal was answered, or the server refused the Wait collecting a
+	// grant Enqueue got. It is called from the renewal goroutine, or from
+	// the Release, Acquire or Wait that found the loss first (before that
+	// call returns).
 	// The error matches ErrLost and the cause. The lock is no longer held
 	// when it runs.
 	OnRenewError func(err error)
