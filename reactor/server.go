@@ -122,14 +122,17 @@ type Server struct {
 	directs atomic.Int64 // parked results written by their completer (tryDirect)
 	bigOut  atomic.Int64 // KiB of large replies not yet written (appendStats)
 	// lastBigKiB is the size of the last stats reply rendered, if large
-	// (0 if not): appendStats refuses without rendering when it would not
-	// fit the budget left.
-	lastBigKiB atomic.Int64
-	closes     [NumCloseReasons]atomic.Int64
-	nextID     atomic.Uint64
-	draining   atomic.Bool
-	refused    atomic.Int64 // connections closed at accept (over a cap)
-	accepted   atomic.Uint64
+	// (0 if not), lastBigKeys the keys tracked then and lastRender the
+	// table time of that render: appendStats refuses without rendering
+	// when the reply would not fit the budget left (statsMayFit).
+	lastBigKiB  atomic.Int64
+	lastBigKeys atomic.Int64
+	lastRender  atomic.Int64
+	closes      [NumCloseReasons]atomic.Int64
+	nextID      atomic.Uint64
+	draining    atomic.Bool
+	refused     atomic.Int64 // connections closed at accept (over a cap)
+	accepted    atomic.Uint64
 	// refusals are logged at most once a second, with a count; the rest
 	// of a burst when the second is up (noteRefused).
 	refusedMu     sync.Mutex

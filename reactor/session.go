@@ -394,20 +394,20 @@ const (
 func (s *session) appendStats(now int64) {
 	srv := s.srv
 	// Refuse before rendering, which costs about 6 ms for 1,024 such
-	// keys, when the budget is spent or the last large reply would not
-	// fit what is left (a refusal answers 6 bytes, so without this each
-	// 10-byte pipelined stats cost the loop a full render); or when the
-	// rendered reply does not fit. The estimate is the last large
-	// reply's size: stale only while keys go away, and then only until
-	// the budget is given back.
+	// keys, when the budget is spent or the reply, estimated from the
+	// last large one, would not fit what is left (a refusal answers 6
+	// bytes, so without this each 10-byte pipelined stats cost the loop
+	// a full render); or when the rendered reply does not fit.
 	var body []byte
-	if cur := srv.bigOut.Load(); cur == 0 || cur < bigOutBudget>>10 && cur+srv.lastBigKiB.Load() <= bigOutBudget>>10 {
+	if srv.statsMayFit(now) {
 		body = srv.statsJSON(now)
 		kib := int64(0)
 		if len(body) > bigReply {
 			kib = int64(len(body)+len("ok \n")+1023) >> 10
 		}
 		srv.lastBigKiB.Store(kib)
+		srv.lastBigKeys.Store(srv.table.Keys())
+		srv.lastRender.Store(now)
 		if kib > 0 {
 			if srv.chargeBig(kib) {
 				s.bigKiB += uint32(kib)
@@ -423,6 +423,31 @@ func (s *session) appendStats(now int64) {
 	}
 	s.record(codec.CmdStats, codec.CodeOK)
 	s.out = codec.AppendStats(s.out, body)
+}
+
+// statsMayFit tells whether a stats reply rendered at now may fit the
+// large-reply budget left: always when nothing is charged; never when the
+// budget is spent; else when the last large reply, scaled by the keys
+// tracked now over the keys then, fits. An estimate gone stale the other
+// way (as many keys, shorter names) is refreshed by one render a second.
+func (srv *Server) statsMayFit(now int64) bool {
+	const budget = int64(bigOutBudget >> 10)
+	cur := srv.bigOut.Load()
+	switch {
+	case cur == 0:
+		return true
+	case cur >= budget:
+		return false
+	}
+	est := srv.lastBigKiB.Load()
+	if then := srv.lastBigKeys.Load(); then > 0 {
+		est = est * srv.table.Keys() / then
+	}
+	if cur+est <= budget {
+		return true
+	}
+	last := srv.lastRender.Load()
+	return now-last >= int64(time.Second) && srv.lastRender.CompareAndSwap(last, now)
 }
 
 // chargeBig takes kib of the large-reply budget: all of it fits, or
