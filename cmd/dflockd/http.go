@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -210,14 +211,11 @@ func stdLog(log *zap.Logger) *stdlog.Logger {
 const httpMaxConns = 64
 
 // httpWriteStall bounds how long a response write may make no progress
-// (each 64 KiB must go within it): a client that stops reading loses its
-// connection, and its slot, after it. It is a progress bound, not a
-// WriteTimeout, so a slow reader of a large response and a long
-// /debug/pprof/profile are not cut off.
-const (
-	httpWriteStall = 10 * time.Second
-	httpWriteChunk = 64 << 10
-)
+// (take no byte): a client that stops reading loses its connection, and
+// its slot, after it. It is a progress bound, not a WriteTimeout, so a
+// slow reader of a large response and a long /debug/pprof/profile are not
+// cut off.
+const httpWriteStall = 10 * time.Second
 
 // limitListener accepts at most n connections open at once.
 type limitListener struct {
@@ -313,24 +311,23 @@ type limitConn struct {
 	once sync.Once
 }
 
-// Write writes p in chunks of httpWriteChunk, each within the stall bound.
+// Write writes p, giving up when the stall bound passes with no byte
+// taken: each time some were, the bound starts again.
 func (c *limitConn) Write(p []byte) (n int, err error) {
 	if c.l.stall <= 0 {
 		return c.Conn.Write(p)
 	}
-	for len(p) > 0 {
-		chunk := p[:min(len(p), httpWriteChunk)]
+	for {
 		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.l.stall)); err != nil {
 			return n, err
 		}
-		m, err := c.Conn.Write(chunk)
+		m, err := c.Conn.Write(p)
 		n += m
-		if err != nil {
+		p = p[m:]
+		if err == nil || len(p) == 0 || m == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
-		p = p[m:]
 	}
-	return n, nil
 }
 
 func (c *limitConn) Close() error {

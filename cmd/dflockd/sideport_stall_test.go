@@ -119,12 +119,16 @@ func TestSidePortNonReadersDoNotStarveProbes(t *testing.T) {
 // client's /v1/stats gets 503 with Retry-After, and once the stall bound
 // has passed it gets the stats again.
 func TestSidePortStalledWriteEnds(t *testing.T) {
-	const stall = 300 * time.Millisecond
+	const stall = 1500 * time.Millisecond
 	side, _ := sideStartStall(t, stall)
 	addr := side.Addr().String()
+	start := time.Now()
 	for range httpMaxRenders {
 		sideNonReader(t, addr, "/v1/stats")
 	}
+	// Let every non-reader's handler take its slot and block in Write
+	// before probing: a probe first would take a slot itself.
+	time.Sleep(400 * time.Millisecond)
 	c := http.Client{Timeout: 10 * time.Second}
 	get := func() (int, string, []byte) {
 		resp, err := c.Get("http://" + addr + "/v1/stats")
@@ -134,21 +138,18 @@ func TestSidePortStalledWriteEnds(t *testing.T) {
 		require.NoError(t, err)
 		return resp.StatusCode, resp.Header.Get("Retry-After"), b
 	}
-	// All slots taken (the non-readers' handlers are blocked in Write).
-	require.Eventually(t, func() bool { code, _, _ := get(); return code == http.StatusServiceUnavailable },
-		2*time.Second, 20*time.Millisecond, "%d stalled /v1/stats responses did not fill the render slots", httpMaxRenders)
 	code, retry, _ := get()
-	if code == http.StatusServiceUnavailable {
-		require.Equal(t, "1", retry)
-	}
-	// The stalled writes end within the bound (plus one chunk's worth of
-	// slack), and the slots with them.
+	require.Equal(t, http.StatusServiceUnavailable, code, "%d stalled /v1/stats responses did not fill the render slots", httpMaxRenders)
+	require.Equal(t, "1", retry)
+	// The stalled writes end once the bound passes with no progress, and
+	// free the slots.
 	var body []byte
 	require.Eventually(t, func() bool {
 		code, _, b := get()
 		body = b
 		return code == http.StatusOK
-	}, 10*stall+2*time.Second, 50*time.Millisecond, "render slots still taken long after the stall bound")
+	}, stall+5*time.Second, 50*time.Millisecond, "render slots still taken long after the stall bound")
+	require.GreaterOrEqual(t, time.Since(start), stall, "a stalled write ended before the bound")
 	var st struct {
 		Locks []json.RawMessage `json:"locks"`
 	}
