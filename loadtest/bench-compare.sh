@@ -7,7 +7,8 @@
 # Environment (defaults in brackets):
 #   GO [go]                 Go command
 #   BENCH_OUT [bin/bench-compare]   where logs, JSON and HTML reports go
-#   BENCH_RUNS [3]          A/B rounds per scenario
+#   BENCH_RUNS [5]          A/B rounds per scenario (per-round CPU ratios
+#                           on the shared 2-core machine spread ±10-15%)
 #   BENCH_DURATION [2s]     measured time of the timed scenarios
 #   BENCH_CONNS [19000]     connections of the conns scenario (see below)
 #   BENCH_WAITERS [10000]   waiters of the waiters scenario
@@ -26,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 OUT=${BENCH_OUT:-bin/bench-compare}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 DUR=${BENCH_DURATION:-2s}
 CONNS=${BENCH_CONNS:-19000}
 WAITERS=${BENCH_WAITERS:-10000}
