@@ -92,7 +92,9 @@ func TestCloseAndCtxEndTogetherInDial(t *testing.T) {
 		err := <-done
 		cerr := ctx.Err()
 		cancel()
-		if !(errors.Is(err, ErrClosed) || cerr != nil && errors.Is(err, cerr)) {
+		closed := errors.Is(err, ErrClosed)
+		ctxEnded := cerr != nil && errors.Is(err, cerr)
+		if !closed && !ctxEnded {
 			bad++
 			if first == "" {
 				first = fmt.Sprintf("round %d: Acquire returned %v (ctx.Err()=%v)", i, err, cerr)

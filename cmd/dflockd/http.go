@@ -318,7 +318,7 @@ func (c *limitConn) Write(p []byte) (n int, err error) {
 		return c.Conn.Write(p)
 	}
 	for {
-		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.l.stall)); err != nil {
+		if err := c.SetWriteDeadline(time.Now().Add(c.l.stall)); err != nil {
 			return n, err
 		}
 		m, err := c.Conn.Write(p)
