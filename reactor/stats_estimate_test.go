@@ -22,7 +22,6 @@ func TestStatsSmallAfterKeysShrink(t *testing.T) {
 	srv := reactortest.Start(t, func(c *reactortest.Config) {
 		c.Server.WriteTimeout = 60 * time.Second // the stuck readers keep their shares
 	})
-	tr := transport{name: "tcp"}
 	holder := srv.Connect(t)
 	holdNamed(t, holder, 1024, escapedKey)
 	reader := srv.Connect(t)
@@ -30,18 +29,7 @@ func TestStatsSmallAfterKeysShrink(t *testing.T) {
 	require.Greater(t, len(line), 1<<20)
 
 	// Spend the budget until the first refusal.
-	stuck := 0
-	for stuck < 40 {
-		c := dialSlowReader(t, tr, srv)
-		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		_, err := c.Write([]byte(req("stats", "_", "_")))
-		require.NoError(t, err)
-		stuck++
-		if reader.Do("stats", "_", "_") == rError {
-			break
-		}
-	}
-	require.Equal(t, rError, reader.Do("stats", "_", "_"), "budget not spent after %d unread replies", stuck)
+	stuck := spendStatsBudget(t, srv, reader)
 
 	// The keys go away: the holder's connection closes, its locks released.
 	_ = holder.Close()
@@ -67,23 +55,11 @@ func TestStatsEstimateRefreshes(t *testing.T) {
 	srv := reactortest.Start(t, func(c *reactortest.Config) {
 		c.Server.WriteTimeout = 60 * time.Second // the stuck readers keep their shares
 	})
-	tr := transport{name: "tcp"}
 	holder := srv.Connect(t)
 	holdNamed(t, holder, 1024, escapedKey)
 	reader := srv.Connect(t)
 	require.Greater(t, len(reader.Do("stats", "_", "_")), 1<<20)
-	stuck := 0
-	for stuck < 40 {
-		c := dialSlowReader(t, tr, srv)
-		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		_, err := c.Write([]byte(req("stats", "_", "_")))
-		require.NoError(t, err)
-		stuck++
-		if reader.Do("stats", "_", "_") == rError {
-			break
-		}
-	}
-	require.Equal(t, rError, reader.Do("stats", "_", "_"), "budget not spent after %d unread replies", stuck)
+	spendStatsBudget(t, srv, reader)
 
 	// As many keys, with short names.
 	_ = holder.Close()
@@ -102,4 +78,25 @@ func TestStatsEstimateRefreshes(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond, "stats still refused on a stale estimate")
 	require.Less(t, time.Since(start), 2500*time.Millisecond)
 	require.True(t, strings.HasPrefix(line, "ok {"), line)
+}
+
+// spendStatsBudget has clients that never read their stats replies hold
+// the large-reply budget until reader's stats is refused; it returns how
+// many it took.
+func spendStatsBudget(t *testing.T, srv *reactortest.Server, reader *reactortest.Conn) int {
+	t.Helper()
+	tr := transport{name: "tcp"}
+	stuck := 0
+	for stuck < 40 {
+		c := dialSlowReader(t, tr, srv)
+		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Write([]byte(req("stats", "_", "_")))
+		require.NoError(t, err)
+		stuck++
+		if reader.Do("stats", "_", "_") == rError {
+			break
+		}
+	}
+	require.Equal(t, rError, reader.Do("stats", "_", "_"), "budget not spent after %d unread replies", stuck)
+	return stuck
 }

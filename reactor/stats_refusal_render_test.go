@@ -25,7 +25,6 @@ func TestStatsRefusedBeforeRender(t *testing.T) {
 		c.Server.Loops = 1                       // attacker and victim share the loop
 		c.Server.WriteTimeout = 60 * time.Second // the stuck readers keep their shares
 	})
-	tr := transport{name: "tcp"}
 	holder := srv.Connect(t)
 	holdNamed(t, holder, 1024, escapedKey)
 	reader := srv.Connect(t)
@@ -34,18 +33,7 @@ func TestStatsRefusedBeforeRender(t *testing.T) {
 
 	// Spend the budget with clients that do not read their stats replies.
 	start := time.Now()
-	stuck := 0
-	for stuck < 40 {
-		c := dialSlowReader(t, tr, srv)
-		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		_, err := c.Write([]byte(req("stats", "_", "_")))
-		require.NoError(t, err)
-		stuck++
-		if reader.Do("stats", "_", "_") == rError {
-			break
-		}
-	}
-	require.Equal(t, rError, reader.Do("stats", "_", "_"), "budget not spent after %d unread replies", stuck)
+	stuck := spendStatsBudget(t, srv, reader)
 	t.Logf("budget spent by %d unread replies in %v", stuck, time.Since(start).Round(time.Millisecond))
 
 	// How long one refused stats takes the loop (the mean of three).

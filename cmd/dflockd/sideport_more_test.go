@@ -21,31 +21,6 @@ import (
 	"github.com/lockreactor/dflockd/reactor/reactortest"
 )
 
-// sideSlowReader dials like sideNonReader (Ethernet MSS, 16 KiB
-// receive buffer) and sends one GET, but returns the socket to be read.
-func sideSlowReader(t *testing.T, addr, path string) net.Conn {
-	t.Helper()
-	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, 1460); serr != nil {
-				return
-			}
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	nc, err := d.DialContext(context.Background(), "tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = nc.Close() })
-	_, err = nc.Write([]byte("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n"))
-	require.NoError(t, err)
-	return nc
-}
-
 // sideSmallSndbuf is sideStartStall with the server's send buffer
 // fixed at 16 KiB (no loopback autotuning, which can take the whole
 // 1.6 MB body off the handler at once and make a non-reader hold nothing).
@@ -78,7 +53,7 @@ func sideSmallSndbuf(t *testing.T, stall time.Duration) *httpSide {
 func TestSidePortSlowButProgressingReaderNotCut(t *testing.T) {
 	const stall = time.Second
 	side := sideSmallSndbuf(t, stall)
-	nc := sideSlowReader(t, side.Addr().String(), "/v1/stats")
+	nc := sideNonReader(t, side.Addr().String(), "/v1/stats")
 	buf := make([]byte, 4<<10)
 	total := 0
 	start := time.Now()
@@ -200,7 +175,7 @@ func TestSidePortBusyAnswersDoNotLeakSlots(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nc := sideSlowReader(t, addr, "/v1/stats")
+			nc := sideNonReader(t, addr, "/v1/stats")
 			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 			line, err := bufio.NewReader(nc).ReadString('\n')
 			codes <- fmt.Sprintf("%d %q %v", i, line, err)

@@ -62,8 +62,8 @@ func sideStartStall(t *testing.T, stall time.Duration) (side *httpSide, lockAddr
 }
 
 // sideNonReader sends one GET for path on a socket tuned like a client
-// across a real network that stops reading (Ethernet MSS, small receive
-// buffer) and never reads the response.
+// across a real network (Ethernet MSS, small receive buffer) and returns
+// it: a test that never reads it has a client that stopped reading.
 func sideNonReader(t *testing.T, addr, path string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
