@@ -140,7 +140,8 @@ func DialTLS(addr string, cfg *tls.Config) (*Conn, error) {
 
 // DialContext connects to a dflockd server at addr: TCP, then TLS and auth
 // when the options ask for them. ctx bounds the whole setup; without a
-// deadline DefaultDialTimeout applies.
+// deadline the dialer's Timeout bounds all of it (DefaultDialTimeout,
+// unless WithDialer gives a dialer with another, or none for 0).
 func DialContext(ctx context.Context, addr string, opts ...DialOption) (*Conn, error) {
 	var dc dialConfig
 	for _, fn := range opts {
@@ -173,22 +174,24 @@ func DialContext(ctx context.Context, addr string, opts ...DialOption) (*Conn, e
 	if err != nil {
 		return nil, err
 	}
-	c := newConn(nc, raw, dc.heartbeat)
+	c := newConn(nc, raw)
 	if dc.auth != "" {
 		if err := c.Auth(ctx, dc.auth); err != nil {
 			_ = c.Close()
 			return nil, err
 		}
 	}
+	// After auth: a ping before it would be answered error_auth and the
+	// connection closed.
+	c.startHeartbeat(dc.heartbeat)
 	return c, nil
 }
 
-func newConn(nc, raw net.Conn, heartbeat time.Duration) *Conn {
+func newConn(nc, raw net.Conn) *Conn {
 	c := &Conn{
 		nc:           nc,
 		raw:          raw,
 		br:           bufio.NewReaderSize(nc, 4096),
-		heartbeat:    heartbeat,
 		writeTimeout: DefaultWriteTimeout,
 		grace:        replyGrace,
 		lastWrite:    time.Now(),
@@ -199,11 +202,21 @@ func newConn(nc, raw net.Conn, heartbeat time.Duration) *Conn {
 	go c.readLoop()
 	c.bg.Add(1)
 	go c.writeLoop()
-	if heartbeat > 0 {
-		c.bg.Add(1)
-		go c.heartbeatLoop()
-	}
 	return c
+}
+
+// startHeartbeat starts pinging the idle connection every d (none for
+// d <= 0). Called once, before the Conn is shared.
+func (c *Conn) startHeartbeat(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	c.mu.Lock()
+	c.heartbeat = d
+	c.lastWrite = time.Now()
+	c.mu.Unlock()
+	c.bg.Add(1)
+	go c.heartbeatLoop()
 }
 
 // Close closes the connection; the server then releases everything it
@@ -821,6 +834,9 @@ func (c *Conn) readLoop() {
 // readLine returns the next reply line without its '\n'. The slice is valid
 // until the next call.
 func (c *Conn) readLine() ([]byte, error) {
+	if cap(c.long) > 64<<10 {
+		c.long = nil // a long reply's buffer is not kept for the Conn's life
+	}
 	line, err := c.br.ReadSlice('\n')
 	if err == nil {
 		return line[:len(line)-1], nil
@@ -831,7 +847,11 @@ func (c *Conn) readLine() ([]byte, error) {
 	c.long = append(c.long[:0], line...)
 	for {
 		line, err = c.br.ReadSlice('\n')
-		if len(c.long)+len(line) > maxReplyLen {
+		n := len(c.long) + len(line)
+		if err == nil {
+			n-- // the '\n' is not the reply's
+		}
+		if n > maxReplyLen {
 			c.long = c.long[:0]
 			for errors.Is(err, bufio.ErrBufferFull) { // skip to the newline
 				_, err = c.br.ReadSlice('\n')

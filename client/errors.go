@@ -36,7 +36,8 @@ var (
 	// already expired (it was granted earlier and nobody renewed it).
 	ErrLeaseExpired = errors.New("dflockd: lease expired")
 	// ErrAuth: the server rejected the auth secret, or requires one that
-	// was not sent.
+	// was not sent. An auth the server answered a bare `error` (it has no
+	// secret set) matches both ErrAuth and ErrServer.
 	ErrAuth = errors.New("dflockd: authentication failed")
 	// ErrDraining: the server is shutting down and refuses new requests.
 	// It also matches ErrServer, which is what dflockd's client reported
@@ -110,6 +111,11 @@ func statusErr(op codec.Command, c codec.Code) error {
 		return ErrAuth
 	case codec.CodeErrorDraining:
 		return ErrDraining
+	}
+	if op == codec.CmdAuth {
+		// A bare error to auth (a server with no secret set answers
+		// so): dflockd's client reported ErrAuth for any reply but ok.
+		return &childError{msg: fmt.Sprintf("%s: %s: %s", ErrAuth, op, c), parents: []error{ErrAuth, ErrServer}}
 	}
 	return fmt.Errorf("%w: %s: %s", ErrServer, op, c)
 }

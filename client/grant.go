@@ -45,9 +45,14 @@ func (g Grant) Fence() uint64 {
 	return t.Fence
 }
 
+// token is g.Token parsed: the cached parse while it still matches Token
+// (a caller may have set Token, which is what the docs call the token).
 func (g Grant) token() (codec.Token, bool) {
 	if !g.tok.IsZero() {
-		return g.tok, true
+		var buf [codec.TokenLen]byte
+		if string(g.tok.AppendText(buf[:0])) == g.Token {
+			return g.tok, true
+		}
 	}
 	return codec.ParseToken([]byte(g.Token))
 }
