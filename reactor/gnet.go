@@ -436,6 +436,10 @@ func (g *gconn) arm(now int64) {
 			// Replies still draining before the close (dropAtHalfClose).
 			next = max(next, now+int64(stallCheck))
 		}
+	case g.stalled:
+		// Replies unsent: the stall check, not the read deadline
+		// (timerCheck), until they drain.
+		next = now + int64(stallCheck)
 	default:
 		if d := g.readDeadline(); d > 0 {
 			next = d
@@ -443,11 +447,6 @@ func (g *gconn) arm(now int64) {
 			// A completer may write the result itself (tryDirect), and
 			// the read timeout runs again from then: look again later.
 			next = now + rt
-		}
-		if g.stalled {
-			if c := now + int64(stallCheck); next < 0 || c < next {
-				next = c
-			}
 		}
 	}
 	w := g.loop.wheel
@@ -515,8 +514,12 @@ func (g *gconn) timerCheck(now int64) {
 			return
 		}
 	}
-	if g.closing {
-		g.arm(now) // replies draining before the close
+	if g.closing || g.stalled {
+		// Replies draining before the close; or a client not reading
+		// its replies, which is the write timeout's to end, not the
+		// read timeout's (the lines it sent have arrived, its replies
+		// have not; TLS behaves so too).
+		g.arm(now)
 		return
 	}
 	if d := g.readDeadline(); d > 0 && now >= d {
