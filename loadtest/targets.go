@@ -63,6 +63,10 @@ func medianA(ab *ABResult, key string) (float64, error) {
 	return *f.MedianA, nil
 }
 
+// ratioAB is key's A/B ratio of medians. It is an error unless every
+// round measured both sides (medians over different rounds would compare
+// different moments of a drifting machine) and the reference side had no
+// errors (a damaged denominator flatters A).
 func ratioAB(ab *ABResult, key string) (float64, error) {
 	f, err := fig(ab, key)
 	if err != nil {
@@ -71,19 +75,42 @@ func ratioAB(ab *ABResult, key string) (float64, error) {
 	if f.Ratio == nil {
 		return 0, fmt.Errorf("%s: no A/B ratio for %q", ab.Label, key)
 	}
+	if ab.B.Errors > 0 {
+		return 0, fmt.Errorf("%s had %d errors", ab.B.Name, ab.B.Errors)
+	}
+	paired := 0
+	for _, r := range f.Ratios {
+		if r != nil {
+			paired++
+		}
+	}
+	if paired != ab.Rounds || paired == 0 {
+		return 0, fmt.Errorf("%s: %q measured on both sides in %d of %d rounds", ab.Label, key, paired, ab.Rounds)
+	}
 	return *f.Ratio, nil
 }
 
-// findAB returns the comparison labelled label, or label followed by "-"
-// and a suffix (bench-compare.sh labels conns-19000, waiters-spread-10000):
-// "bench-10" is not "bench-100".
+// findAB returns the first comparison labelled label, or label followed
+// by "-" and a suffix (bench-compare.sh labels conns-19000,
+// waiters-spread-10000): "bench-10" is not "bench-100".
 func findAB(all []*ABResult, label string) *ABResult {
-	for _, ab := range all {
-		if ab.Label == label || strings.HasPrefix(ab.Label, label+"-") {
-			return ab
+	ab, _ := findOnly(all, label)
+	return ab
+}
+
+// findOnly is findAB that also counts the matches; a target reads a
+// comparison only when exactly one matches (two: an older run's file among
+// the inputs, say, whose figures would go unread).
+func findOnly(all []*ABResult, label string) (first *ABResult, n int) {
+	for _, a := range all {
+		if a.Label == label || strings.HasPrefix(a.Label, label+"-") {
+			if first == nil {
+				first = a
+			}
+			n++
 		}
 	}
-	return nil
+	return first, n
 }
 
 // answered wraps check: the row misses unless the A side's figure got
@@ -140,6 +167,31 @@ func atMost(key, unit string, max float64) checkFunc {
 	}
 }
 
+// growthAtMost is atMost for a memory growth: one that is not positive is
+// no measurement (the baseline was polluted: memory returned to the OS
+// meanwhile), so the row misses.
+func growthAtMost(key, unit string, max float64) checkFunc {
+	return func(ab *ABResult, _ []*ABResult) (string, bool, error) {
+		v, err := medianA(ab, key)
+		if err == nil && v <= 0 {
+			return fmt.Sprintf("%.2f %s (no growth: baseline polluted)", v, unit), false, nil
+		}
+		return fmt.Sprintf("%.2f %s", v, unit), v <= max, err
+	}
+}
+
+// p99AtMost checks the p99 of histogram hist merged over every round (a
+// median of per-round p99s could hide one bad round).
+func p99AtMost(hist string, max float64) checkFunc {
+	return func(ab *ABResult, _ []*ABResult) (string, bool, error) {
+		s, ok := ab.A.Latency[hist]
+		if !ok || s.Count == 0 {
+			return "", false, fmt.Errorf("%s: no %s samples", ab.Label, hist)
+		}
+		return fmt.Sprintf("%.2f ms", s.P99), s.P99 <= max, nil
+	}
+}
+
 var targets = []target{
 	{"bench 10: throughput >= 90% of the ceiling", "bench-10", atLeastRatio("throughput", 0.90)},
 	{"bench 10: server CPU/request <= 1.15x the ceiling", "bench-10", atMostRatio("server_cpu_us_per_req", 1.15)},
@@ -153,9 +205,12 @@ var targets = []target{
 		if err != nil {
 			return "", false, err
 		}
-		b := findAB(all, "bench-100")
-		if b == nil {
-			return "", false, fmt.Errorf("no bench-100 comparison")
+		b, n := findOnly(all, "bench-100")
+		if n != 1 {
+			return "", false, fmt.Errorf("%d bench-100 comparisons (want 1)", n)
+		}
+		if b.A.Errors > 0 {
+			return "", false, fmt.Errorf("bench-100 had %d errors", b.A.Errors)
 		}
 		u, err := medianA(b, "server_cpu_us_per_req")
 		if err != nil {
@@ -163,7 +218,7 @@ var targets = []target{
 		}
 		return fmt.Sprintf("%.2fx (%.1f / %.1f µs)", c/u, c, u), c/u <= 1.5, nil
 	}},
-	{"conns: <= 1 KiB server RSS per connection", "conns", atMost("rss_per_conn", "KiB", 1)},
+	{"conns: <= 1 KiB server RSS per connection", "conns", growthAtMost("rss_per_conn", "KiB", 1)},
 	// Every connection asked for: one that could not be opened does not
 	// answer ping either.
 	{"conns: every connection answers ping", "conns", answered("opened", "asked", "opened",
@@ -175,18 +230,18 @@ var targets = []target{
 			n, err := medianA(ab, "pings_ok")
 			return fmt.Sprintf("%.0f of %.0f", n, asked), err == nil && n == asked, err
 		})},
-	{"waiters spread: <= 512 B server RSS per parked waiter", "waiters-spread", atMost("rss_per_waiter", "B", 512)},
+	{"waiters spread: <= 512 B server RSS per parked waiter", "waiters-spread", growthAtMost("rss_per_waiter", "B", 512)},
 	{"waiters spread: timeout replies p99 <= 15 ms late", "waiters-spread", timeoutsOnTime(15)},
 	{"waiters at once: timeout replies p99 <= 50 ms late", "waiters-at-once", timeoutsOnTime(50)},
 	{"lease hand-off: p99 <= 15 ms after the lease end", "waiters-spread", answered("handoffs_granted", "handoffs", "granted",
-		notEarly("lease_handoff_lateness", atMost("lease_handoff_lateness.p99", "ms", 15)))},
+		notEarly("lease_handoff_lateness", p99AtMost("lease_handoff_lateness", 15)))},
 }
 
 // timeoutsOnTime is a waiters row: every waiter answered timeout, none
 // early, p99 at most maxMs late.
 func timeoutsOnTime(maxMs float64) checkFunc {
 	return answered("timeouts", "waiters", "timed out",
-		notEarly("timeout_lateness", atMost("timeout_lateness.p99", "ms", maxMs)))
+		notEarly("timeout_lateness", p99AtMost("timeout_lateness", maxMs)))
 }
 
 // mallocsRe matches the in-process benchmark's mallocs/req metric.
@@ -207,9 +262,13 @@ func WriteTargets(w io.Writer, abs []*ABResult, goBench string) (bool, error) {
 		return "MISSED"
 	}
 	for _, t := range targets {
-		ab := findAB(abs, t.label)
-		if ab == nil {
-			_, _ = fmt.Fprintf(w, "%-56s %-28s %s\n", t.row, "(not run)", verdict(false))
+		ab, n := findOnly(abs, t.label)
+		if n != 1 {
+			what := "(not run)"
+			if n > 1 {
+				what = fmt.Sprintf("(%d comparisons: ambiguous)", n)
+			}
+			_, _ = fmt.Fprintf(w, "%-56s %-28s %s\n", t.row, what, verdict(false))
 			continue
 		}
 		v, ok, err := t.check(ab, abs)

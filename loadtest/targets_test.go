@@ -10,14 +10,30 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// abWith builds a comparison whose A/B medians are the given pairs.
+// abWith builds a one-round comparison whose A/B values are the given
+// pairs; a "HIST.p99" key also gives the A side's merged histogram HIST
+// that p99.
 func abWith(label string, figs map[string][2]float64) *ABResult {
-	ab := &ABResult{Label: label, A: ABSide{Target: Target{Name: "dflockd"}}, B: ABSide{Target: Target{Name: "ceiling"}}}
+	ab := &ABResult{Label: label, Rounds: 1, A: ABSide{Target: Target{Name: "dflockd"}}, B: ABSide{Target: Target{Name: "ceiling"}}}
 	for k, v := range figs {
 		a, b := v[0], v[1]
-		ab.Figures = append(ab.Figures, ABFigure{Key: k, MedianA: &a, MedianB: &b, Ratio: ratio(&a, &b)})
+		r := ratio(&a, &b)
+		ab.Figures = append(ab.Figures, ABFigure{Key: k, A: []*float64{&a}, B: []*float64{&b}, MedianA: &a, MedianB: &b, Ratios: []*float64{r}, Ratio: r})
+		setHist(ab, k, a)
 	}
 	return ab
+}
+
+// setHist sets the A side's merged p99 of HIST for a key "HIST.p99".
+func setHist(ab *ABResult, key string, v float64) {
+	if hist, ok := strings.CutSuffix(key, ".p99"); ok {
+		if ab.A.Latency == nil {
+			ab.A.Latency = map[string]LatencyStats{}
+		}
+		s := ab.A.Latency[hist]
+		s.Count, s.P99 = 100, v
+		ab.A.Latency[hist] = s
+	}
 }
 
 func passingRun() []*ABResult {
@@ -71,6 +87,7 @@ func TestTargetsMissed(t *testing.T) {
 		require.NoError(t, err)
 		f.MedianA = &tc.a
 		f.Ratio = ratio(&tc.a, &tc.b)
+		setHist(ab, tc.key, tc.a)
 		var out strings.Builder
 		ok, err := WriteTargets(&out, run, "")
 		require.NoError(t, err)
