@@ -15,10 +15,11 @@ import (
 )
 
 // maxReplyLen bounds one reply line (a stats reply grows with the number of
-// keys), so a broken or hostile server cannot make the client buffer
-// without limit. A longer reply is skipped up to its newline and fails
-// only its own call: the connection, and what it holds, stay.
-const maxReplyLen = 1 << 20
+// keys: up to ~1.6 MB with the server's default --max-locks and long keys
+// of control bytes), so a broken or hostile server cannot make the client
+// buffer without limit. A longer reply is skipped up to its newline and
+// fails only its own call: the connection, and what it holds, stay.
+const maxReplyLen = 4 << 20
 
 // errReplyTooLong is the error of a call whose reply was skipped.
 var errReplyTooLong = fmt.Errorf("%w: reply longer than %d bytes", ErrServer, maxReplyLen)

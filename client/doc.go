@@ -91,7 +91,7 @@
 // ErrAlreadyQueued, ErrLeaseExpired, ErrAuth, ErrDraining (which also
 // matches ErrServer, as dflockd's client reported it), and ErrServer,
 // wrapped with the request, for a bare `error` reply (unknown or expired
-// token, say). The client adds ErrClosed (the connection was closed or
+// token, say; to `auth` it also matches ErrAuth, as in dflockd's client). The client adds ErrClosed (the connection was closed or
 // broke; closed by this process — Close, or a Release or new Acquire
 // ending a call in flight — it also matches net.ErrClosed, as dflockd's
 // client's error did), ErrLost and ErrInvalid (an argument the server

@@ -37,7 +37,8 @@ var (
 	ErrLeaseExpired = errors.New("dflockd: lease expired")
 	// ErrAuth: the server rejected the auth secret, or requires one that
 	// was not sent. An auth the server answered a bare `error` (it has no
-	// secret set) matches both ErrAuth and ErrServer.
+	// secret set, or the connection is authenticated already) matches both
+	// ErrAuth and ErrServer.
 	ErrAuth = errors.New("dflockd: authentication failed")
 	// ErrDraining: the server is shutting down and refuses new requests.
 	// It also matches ErrServer, which is what dflockd's client reported

@@ -97,6 +97,9 @@ func WithAuth(secret string) DialOption { return func(d *dialConfig) { d.auth = 
 // d and has no request outstanding, so an idle connection (a held lock with
 // a long lease, a queued two-phase waiter) survives the server's read
 // timeout. Use an interval below the server's --read-timeout. 0 disables.
+// It starts after WithAuth's auth; with a server that needs auth, use
+// WithAuth rather than calling Conn.Auth afterwards (a ping first would be
+// refused and the connection closed).
 func WithHeartbeat(d time.Duration) DialOption {
 	return func(c *dialConfig) { c.heartbeat = max(d, 0) }
 }

@@ -88,7 +88,10 @@ func (c *Conn) Ping(ctx context.Context) error {
 
 // Auth authenticates the connection with the server's shared secret; it
 // must be the first request on a server started with --auth-token. A
-// wrong secret is ErrAuth, and the server then closes the connection.
+// wrong or missing secret (error_auth) is ErrAuth, and the server then
+// closes the connection. A bare error (no secret configured, or the
+// connection is authenticated already) matches ErrAuth and ErrServer, and
+// the connection stays.
 func (c *Conn) Auth(ctx context.Context, secret string) error {
 	if strings.ContainsAny(secret, "\n") || len(secret) > codec.MaxLineLen {
 		return fmt.Errorf("%w: auth secret must be one line of at most %d bytes", ErrInvalid, codec.MaxLineLen)
@@ -102,7 +105,9 @@ func (c *Conn) Auth(ctx context.Context, secret string) error {
 }
 
 // Stats returns the server's state as one JSON object: connections, held
-// and idle locks and semaphores (see PROTOCOL.md, "stats").
+// and idle locks and semaphores (see PROTOCOL.md, "stats"). A reply over
+// 4 MiB (a server tracking many thousands of long keys) fails with
+// ErrServer; the connection stays.
 func (c *Conn) Stats(ctx context.Context) (json.RawMessage, error) {
 	req := codec.Request{Cmd: codec.CmdStats}
 	r, body, err := c.roundTrip(ctx, &req, "", wantBody)
