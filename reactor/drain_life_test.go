@@ -81,6 +81,9 @@ func TestDrainPreAuthTimeout(t *testing.T) {
 		idle := srv.Connect(t)
 		slow := srv.Connect(t)
 		opened := time.Now()
+		// Accepted before the drain: a connection still in the listen
+		// backlog when the listener closes is reset, not drained.
+		require.Eventually(t, func() bool { return srv.Connections() == 5 }, 2*time.Second, time.Millisecond)
 		done := beginDrain(t, srv, obs)
 
 		slow.Send("auth\n")
