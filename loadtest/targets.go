@@ -160,16 +160,9 @@ func atMostRatio(key string, max float64) checkFunc {
 	}
 }
 
-func atMost(key, unit string, max float64) checkFunc {
-	return func(ab *ABResult, _ []*ABResult) (string, bool, error) {
-		v, err := medianA(ab, key)
-		return fmt.Sprintf("%.2f %s", v, unit), v <= max, err
-	}
-}
-
-// growthAtMost is atMost for a memory growth: one that is not positive is
-// no measurement (the baseline was polluted: memory returned to the OS
-// meanwhile), so the row misses.
+// growthAtMost checks a memory growth (A's median) against max; one that
+// is not positive is no measurement (the baseline was polluted: memory
+// returned to the OS meanwhile), so the row misses.
 func growthAtMost(key, unit string, max float64) checkFunc {
 	return func(ab *ABResult, _ []*ABResult) (string, bool, error) {
 		v, err := medianA(ab, key)

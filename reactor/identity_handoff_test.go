@@ -137,7 +137,7 @@ func r21Sniff(c net.Conn, tcp *net.TCPConn, rng *rand.Rand, fail func(string, ..
 // r21Lapser takes a key with a 1 s lease and never releases it, so
 // that the lock table's timer hands it on (or times out the waiters).
 func r21Lapser(c net.Conn, rng *rand.Rand, keys []string, fail func(string, ...any)) {
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
 	key := keys[rng.IntN(len(keys))]
 	if _, err := io.WriteString(c, req("l", key, "0 1")); err != nil {

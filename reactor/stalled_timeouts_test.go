@@ -282,7 +282,7 @@ func TestStalledParkedHalfClose(t *testing.T) {
 			p.sleep(200 * time.Millisecond)
 			// The waiter is gone: a release leaves q free.
 			require.Equal(t, rOK, p.c.Do("r", "q", tok))
-			tok = mustGrant(t, p.c.Do("l", "q", "0"), rOK, 33)
+			mustGrant(t, p.c.Do("l", "q", "0"), rOK, 33)
 			if !reads {
 				took := p.waitConns(srv, 1, 6*time.Second)
 				r, wr := r20Closes(srv)
