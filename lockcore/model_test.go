@@ -1012,7 +1012,17 @@ func (h *modelRun) runStep() {
 			h.addPool(grant, got.Token)
 		}
 	}
-	// Completions: exactly the model's, each once.
+	h.checkStep(fromTimer, 8)
+	h.stats.ops++
+	h.stats.grants += int(m.fence - fenceBefore)
+}
+
+// checkStep checks a step's outcome against the model: the completions are
+// exactly the model's, each once (marked Timer when Advance delivered
+// them); no parked request is lost; the invariants hold; and every
+// statsEvery steps Stats equals the model's snapshot.
+func (h *modelRun) checkStep(fromTimer bool, statsEvery int) {
+	m := h.m
 	seen := map[*rec]bool{}
 	for _, r := range h.fired {
 		if seen[r] || len(r.results) != 1 {
@@ -1052,13 +1062,11 @@ func (h *modelRun) runStep() {
 	if err := h.tbl.checkInvariants(true); err != nil {
 		h.fail("invariant violated: %v", err)
 	}
-	if h.step%8 == 0 {
+	if h.step%statsEvery == 0 {
 		if got, want := h.tbl.Stats(h.now), m.snapshot(); !reflect.DeepEqual(got, want) {
 			h.fail("stats\n got %+v\nwant %+v", got, want)
 		}
 	}
-	h.stats.ops++
-	h.stats.grants += int(m.fence - fenceBefore)
 }
 
 func (o *mOwner) parkedIn(r *rec) bool {

@@ -2,7 +2,6 @@ package lockcore
 
 import (
 	"fmt"
-	"reflect"
 	"slices"
 	"sort"
 	"testing"
@@ -246,48 +245,7 @@ func (h *modelRun) r21Step(ctr *r21ctr) {
 			h.addPool(grant, got.Token)
 		}
 	}
-	seen := map[*rec]bool{}
-	for _, r := range h.fired {
-		if seen[r] || len(r.results) != 1 {
-			h.fail("request %s completed %d times", r.name, len(r.results))
-		}
-		seen[r] = true
-		mr, ok := m.fired[r]
-		if !ok {
-			h.fail("unexpected completion of %s: %v", r.name, fmtFull(r.results[0]))
-		}
-		w := expected(mr)
-		w.Timer = fromTimer
-		if r.results[0] != w {
-			h.fail("completion of %s: %v, model %v", r.name, fmtFull(r.results[0]), fmtFull(w))
-		}
-		for _, s := range h.slots {
-			if s.parked == r {
-				s.parked = nil
-			}
-		}
-		if mr.node != nil {
-			h.addPool(mr.node.key.id, mr.node.tok)
-		}
-	}
-	for r := range m.fired {
-		if !seen[r] {
-			h.fail("request %s did not complete; model: %v", r.name, fmtFull(expected(m.fired[r])))
-		}
-	}
-	for _, s := range h.slots {
-		if s.parked != nil && !s.mo.parkedIn(s.parked) {
-			h.fail("owner %d: parked request %s lost by the model", s.mo.id, s.parked.name)
-		}
-	}
-	if err := h.tbl.checkInvariants(true); err != nil {
-		h.fail("invariant violated: %v", err)
-	}
-	if h.step%5 == 0 {
-		if got, want := h.tbl.Stats(h.now), m.snapshot(); !reflect.DeepEqual(got, want) {
-			h.fail("stats\n got %+v\nwant %+v", got, want)
-		}
-	}
+	h.checkStep(fromTimer, 5)
 
 	// ---- counters from the model's transitions ----
 	isHolder := map[*mNode]bool{}
